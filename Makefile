@@ -1,0 +1,51 @@
+# Every target creates .venv and installs what it needs first; nothing relies on the host.
+PYTHON ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+MODELS ?= models
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: install models demo-models serve test lint bench report clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "convbridge needs Python 3.11: make PYTHON=/path/to/python3.11"'
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[serve,train,test,dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Trains and exports all six variants on the offline digits (a new version of each).
+models: install
+	$(PY) -m training --variant all --dataset digits --out $(MODELS)
+
+# Trains the demo models only when the repository holds none yet.
+demo-models: install
+	@if ls $(MODELS)/*/[0-9]*/saved_model.pb >/dev/null 2>&1; then \
+		echo "models: found models in $(MODELS)/, not retraining (make models adds new versions)"; \
+	else \
+		$(MAKE) --no-print-directory models; \
+	fi
+
+serve: demo-models
+	CONVBRIDGE_REPOSITORY=$(MODELS) $(PY) -m service --host $(HOST) --port $(PORT)
+
+# The one test command (README, CI): lint, types, then the whole suite.
+test: lint
+	$(PY) -m pytest
+
+lint: install
+	$(PY) -m ruff check .
+	$(PY) -m mypy
+
+report: install
+	$(PY) -m training.report --models $(MODELS)
+
+bench: demo-models
+	$(PY) -m benchmarks --models $(MODELS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

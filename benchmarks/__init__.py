@@ -1,0 +1,1 @@
+"""Benchmarks: measured on this machine, printed as tables, never asserted in tests."""

@@ -1,0 +1,1 @@
+"""Build, train, evaluate and export the bridge variants into the model repository."""
