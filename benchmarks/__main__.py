@@ -7,6 +7,7 @@ it tells what the SavedModel itself can do on this machine at each batch size.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import platform
 import statistics
@@ -33,8 +34,10 @@ def main(argv: list[str] | None = None) -> int:
 
     versions = list_versions(args.models / args.model)
     if not versions:
-        print(f"error: no versions of {args.model!r} in {args.models}/ (run make models)",
-              file=sys.stderr)
+        print(
+            f"error: no versions of {args.model!r} in {args.models}/ (run make models)",
+            file=sys.stderr,
+        )
         return 2
     path = version_dir(args.models, args.model, versions[-1])
     card = read_card(path)
@@ -47,9 +50,10 @@ def main(argv: list[str] | None = None) -> int:
     baseline = None
     for batch in (int(b) for b in args.batches.split(",")):
         images = tf.constant(rng.integers(0, 256, (batch, *card.input.shape), dtype=np.uint8))
-        once = time_calls(lambda: signature(images=images), repeats=3)
+        call = functools.partial(signature, images=images)
+        once = time_calls(call, repeats=3)
         repeats = max(5, int(args.seconds / max(statistics.median(once), 1e-4)))
-        median = statistics.median(time_calls(lambda: signature(images=images), repeats, 0))
+        median = statistics.median(time_calls(call, repeats, 0))
         rate = batch / median
         baseline = baseline or rate
         print(f"{batch:>6}{median * 1000:>12.2f}{rate:>12,.0f}{rate / baseline:>11.2f}x")

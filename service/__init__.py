@@ -1,0 +1,1 @@
+"""The convbridge HTTP service. Importing it is cheap: TensorFlow loads in the lifespan."""

@@ -1,0 +1,59 @@
+"""python -m service: check the settings, pick the device, and run uvicorn with one worker."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m service", description=__doc__)
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (0.0.0.0 in containers)"
+    )
+    parser.add_argument("--port", type=int, default=8000)
+    args = parser.parse_args(argv)
+
+    from service.logs import configure_logging
+    from service.settings import Settings, describe_errors
+
+    try:
+        settings = Settings()
+        settings.check_repository()
+    except ValueError as error:
+        print(f"convbridge: invalid settings: {describe_errors(error)}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_format, settings.log_level)
+
+    from service.runtime import DeviceError, configure_tensorflow
+
+    try:
+        runtime = configure_tensorflow(settings)
+    except DeviceError as error:
+        print(f"convbridge: {error}", file=sys.stderr)
+        return 2
+
+    import uvicorn
+
+    from service.main import create_app
+
+    # One worker per process: each worker would hold its own copy of every model, and the
+    # batcher works best when it sees all the traffic. Scale out with replicas instead.
+    uvicorn.run(
+        create_app(settings, runtime=runtime),
+        host=args.host,
+        port=args.port,
+        loop="uvloop",
+        http="httptools",
+        workers=1,
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=30,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

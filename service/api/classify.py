@@ -1,0 +1,82 @@
+"""POST /models/{name}/classify: labelled top-k scores for one or more images."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+from fastapi import APIRouter, Query, Request
+
+from service.api.pipeline import Counted, decode_all, find_model, record, run_model
+from service.api.uploads import read_uploads
+from service.deps import ModelName, Repository, State, Version
+from service.openapi import ERRORS, IMAGE_BODY
+from service.responses import OrjsonResponse, server_timing
+from service.schemas import ClassifyResponse
+
+router = APIRouter(tags=["native"])
+
+
+@router.post(
+    "/models/{name}/classify",
+    response_model=ClassifyResponse,
+    responses=ERRORS,
+    openapi_extra=IMAGE_BODY,
+    summary="Classify one or more images",
+)
+async def classify(
+    request: Request,
+    name: ModelName,
+    state: State,
+    repository: Repository,
+    version: Version = None,
+    top_k: int = Query(5, ge=1, le=1000, description="scores per image, best first"),
+) -> OrjsonResponse:
+    """Send a raw image body (`Content-Type: image/png`...) or multipart `images` files."""
+    async with Counted(state, name, "classify"):
+        model = await find_model(repository, name, version)
+        uploads = await read_uploads(request, state.settings.max_images_per_request)
+        images, decode_seconds = await decode_all(
+            state, model, [u.data for u in uploads], [u.filename for u in uploads]
+        )
+        outputs, stats = await run_model(
+            state, model, "serving_default", np.stack([image.pixels for image in images])
+        )
+        started = time.perf_counter()
+        probabilities = outputs["probabilities"]
+        k = min(top_k, probabilities.shape[1])
+        classes = model.card.classes
+        predictions: list[dict[str, Any]] = []
+        for row, image, upload in zip(probabilities, images, uploads, strict=True):
+            best = np.argsort(-row, kind="stable")[:k]
+            predictions.append(
+                {
+                    "top_k": [
+                        {"label": classes[i], "index": int(i), "score": float(row[i])} for i in best
+                    ],
+                    "image": {"filename": upload.filename, **image.describe()},
+                }
+            )
+        timings = {
+            "decode": decode_seconds,
+            "queue": stats.queue_seconds,
+            "compute": stats.compute_seconds,
+        }
+        body = {
+            "model": model.name,
+            "version": model.version,
+            "device": model.device,
+            "predictions": predictions,
+            "timings_ms": {},
+        }
+        timings["encode"] = time.perf_counter() - started
+        body["timings_ms"] = {stage: round(s * 1000, 3) for stage, s in timings.items()}
+        record(state, model, timings)
+        return OrjsonResponse(
+            body,
+            headers={
+                "Server-Timing": server_timing(timings),
+                "X-Model-Version": str(model.version),
+            },
+        )

@@ -1,0 +1,224 @@
+"""Dynamic batching: many requests, one model call. Knows nothing of HTTP or TensorFlow."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+Outputs = Mapping[str, np.ndarray]
+RunBatch = Callable[[np.ndarray], Outputs]
+
+
+class QueueFullError(Exception):
+    """The queue holds ``max_queue`` images already; the caller should retry later."""
+
+
+class DeadlineExceededError(Exception):
+    """The request's deadline passed before its batch ran."""
+
+
+class BatchSizeMismatchError(RuntimeError):
+    """The model returned a different number of rows than it was given."""
+
+
+@dataclass(frozen=True)
+class BatchStats:
+    """What one request went through: time queued, time computing, size of its batch."""
+
+    queue_seconds: float
+    compute_seconds: float
+    batch_size: int
+
+
+@dataclass
+class _Item:
+    images: np.ndarray
+    deadline: float
+    future: asyncio.Future[tuple[Outputs, BatchStats]]
+    enqueued: float = field(default_factory=time.monotonic)
+
+
+class Batcher:
+    """Group submitted images into batches and run each batch as one call on ``executor``.
+
+    Contract: every batch holds at least one item and at most ``max_batch_size`` images (an
+    item larger than that is split by :meth:`submit`); the first item waits at most
+    ``max_delay`` seconds for others; rows of the outputs go back to the item they came from;
+    an exception raised by ``run_batch`` reaches every item of its batch; items whose deadline
+    passed before their batch started get DeadlineExceededError and are not computed.
+    """
+
+    def __init__(
+        self,
+        run_batch: RunBatch,
+        executor: Executor,
+        max_batch_size: int = 32,
+        max_delay: float = 0.002,
+        max_queue: int = 512,
+        on_batch: Callable[[int], None] | None = None,
+        on_depth: Callable[[int], None] | None = None,
+    ) -> None:
+        if max_batch_size < 1 or max_delay < 0 or max_queue < max_batch_size:
+            raise ValueError(
+                "need max_batch_size >= 1, max_delay >= 0, max_queue >= max_batch_size"
+            )
+        self._run_batch = run_batch
+        self._executor = executor
+        self.max_batch_size = max_batch_size
+        self.max_delay = max_delay
+        self.max_queue = max_queue
+        self._on_batch = on_batch or (lambda size: None)
+        self._on_depth = on_depth or (lambda depth: None)
+        self._items: collections.deque[_Item] = collections.deque()
+        self._queued_images = 0
+        self._arrived = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+
+    @property
+    def queued_images(self) -> int:
+        return self._queued_images
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._loop(), name="batcher")
+
+    async def close(self) -> None:
+        """Stop taking work, let queued work finish, then stop the background task."""
+        self._closed = True
+        while self._items:
+            await asyncio.sleep(0.005)
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+
+    async def submit(
+        self, images: np.ndarray, timeout: float
+    ) -> tuple[dict[str, np.ndarray], BatchStats]:
+        """Run ``images`` (n, ...) through the model; returns outputs with n rows each."""
+        if self._closed:
+            raise QueueFullError("the batcher is shutting down")
+        count = len(images)
+        if self._queued_images + count > self.max_queue:
+            raise QueueFullError(
+                f"{self._queued_images} images are queued; the limit is {self.max_queue}"
+            )
+        self.start()
+        loop = asyncio.get_running_loop()
+        deadline = time.monotonic() + timeout
+        items = []
+        for start in range(0, count, self.max_batch_size):
+            chunk = images[start : start + self.max_batch_size]
+            items.append(_Item(chunk, deadline, loop.create_future()))
+        for item in items:
+            self._items.append(item)
+        self._queued_images += count
+        self._on_depth(self._queued_images)
+        self._arrived.set()
+        try:
+            parts = await asyncio.wait_for(
+                asyncio.gather(*(item.future for item in items)),
+                timeout=max(0.0, deadline - time.monotonic()),
+            )
+        except TimeoutError:
+            raise DeadlineExceededError(f"no answer within {timeout:.3g} s") from None
+        finally:
+            for item in items:
+                if not item.future.done():
+                    item.future.cancel()  # dropped from its batch if not yet started
+        return _join(parts)
+
+    async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = await self._collect()
+            if not batch:
+                continue
+            started = time.monotonic()
+            stacked = np.concatenate([item.images for item in batch])
+            self._on_batch(len(stacked))
+            try:
+                outputs = await loop.run_in_executor(self._executor, self._run_batch, stacked)
+                _check_rows(outputs, len(stacked))
+            except Exception as error:  # every item of the batch learns of it
+                for item in batch:
+                    if not item.future.done():
+                        item.future.set_exception(error)
+                continue
+            compute = time.monotonic() - started
+            offset = 0
+            for item in batch:
+                rows = slice(offset, offset + len(item.images))
+                offset = rows.stop
+                if not item.future.done():
+                    stats = BatchStats(started - item.enqueued, compute, len(stacked))
+                    item.future.set_result(({k: v[rows] for k, v in outputs.items()}, stats))
+
+    async def _collect(self) -> list[_Item]:
+        """Wait for the first item, then up to max_delay for more, up to max_batch_size images."""
+        while not self._items:
+            self._arrived.clear()
+            await self._arrived.wait()
+        flush_at = time.monotonic() + self.max_delay
+        while self._pending_images() < self.max_batch_size:
+            remaining = flush_at - time.monotonic()
+            if remaining <= 0:
+                break
+            self._arrived.clear()
+            try:
+                await asyncio.wait_for(self._arrived.wait(), remaining)
+            except TimeoutError:
+                break
+        return self._take()
+
+    def _pending_images(self) -> int:
+        return sum(len(item.images) for item in self._items)
+
+    def _take(self) -> list[_Item]:
+        batch: list[_Item] = []
+        size = 0
+        now = time.monotonic()
+        while self._items and size + len(self._items[0].images) <= self.max_batch_size:
+            item = self._items.popleft()
+            self._queued_images -= len(item.images)
+            if item.future.done():
+                continue  # cancelled: its client gave up, compute nothing for it
+            if now >= item.deadline:
+                item.future.set_exception(DeadlineExceededError("the deadline passed in the queue"))
+                continue
+            batch.append(item)
+            size += len(item.images)
+        self._on_depth(self._queued_images)
+        return batch
+
+
+def _check_rows(outputs: Outputs, expected: int) -> None:
+    for name, value in outputs.items():
+        if len(value) != expected:
+            raise BatchSizeMismatchError(
+                f"output {name!r} has {len(value)} rows for {expected} images"
+            )
+
+
+def _join(parts: list[tuple[Outputs, BatchStats]]) -> tuple[dict[str, np.ndarray], BatchStats]:
+    """Put the chunks of one request back together; stats describe its slowest chunk."""
+    if len(parts) == 1:
+        outputs, stats = parts[0]
+        return dict(outputs), stats
+    joined = {name: np.concatenate([p[0][name] for p in parts]) for name in parts[0][0]}
+    stats = BatchStats(
+        queue_seconds=max(p[1].queue_seconds for p in parts),
+        compute_seconds=sum(p[1].compute_seconds for p in parts),
+        batch_size=max(p[1].batch_size for p in parts),
+    )
+    return joined, stats

@@ -1,0 +1,131 @@
+"""Decode client images into the model's uint8 pixels. Runs on worker threads, knows no HTTP."""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+# Pillow's JPEG opener also reads the multi-picture (MPO) JPEGs many phone cameras write.
+FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF")
+MEDIA_TYPES = ("image/png", "image/jpeg", "image/webp", "image/bmp", "image/gif", "image/tiff")
+RESIZE_FILTER = "bilinear"
+_RESAMPLE = Image.Resampling.BILINEAR
+# Never decode half an image silently: a truncated file is the client's to fix.
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+
+class ImageError(ValueError):
+    """An image the service cannot use; ``kind`` says why (too_large, unsupported, corrupt)."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    pixels: np.ndarray  # uint8 (height, width, channels) at the model's input size
+    format: str
+    original_size: tuple[int, int]  # width, height as sent
+    original_mode: str
+    frames: int
+    seconds: float = 0.0
+
+    def describe(self) -> dict[str, object]:
+        height, width = self.pixels.shape[:2]
+        return {
+            "format": self.format,
+            "original_size": list(self.original_size),
+            "original_mode": self.original_mode,
+            "frames": self.frames,
+            "model_size": [width, height],
+            "resize_filter": RESIZE_FILTER if self.original_size != (width, height) else "none",
+        }
+
+
+def decode_image(
+    data: bytes, size: tuple[int, int], channels: str, max_pixels: int
+) -> DecodedImage:
+    """Decode ``data`` to ``channels`` ("L" or "RGB") at ``size`` (height, width).
+
+    EXIF orientation is applied, alpha is flattened onto white, 16-bit and CMYK images are
+    converted, animations give their first frame, and images over ``max_pixels`` are refused
+    before their pixels are decoded.
+    """
+    if not data:
+        raise ImageError("empty", "the image is empty (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data), formats=FORMATS)
+        return _convert(image, size, channels, max_pixels)
+    except ImageError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageError(
+            "unsupported",
+            "the body is not an image in a supported format "
+            f"({', '.join(FORMATS)}); check the file and its Content-Type",
+        ) from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageError(
+            "too_large", f"the image has too many pixels; the limit is {max_pixels:,}"
+        ) from None
+    except (OSError, ValueError, SyntaxError, EOFError, IndexError) as error:
+        raise ImageError("corrupt", f"the image could not be decoded: {_reason(error)}") from None
+
+
+def _convert(
+    image: Image.Image, size: tuple[int, int], channels: str, max_pixels: int
+) -> DecodedImage:
+    width, height = image.size
+    if width * height > max_pixels:
+        raise ImageError(
+            "too_large",
+            f"the image is {width}x{height} = {width * height:,} pixels; the limit is "
+            f"{max_pixels:,}: send a smaller image",
+        )
+    original_format, original_mode = image.format or "unknown", image.mode
+    frames = getattr(image, "n_frames", 1)
+    image.seek(0)
+    image.load()
+    image = ImageOps.exif_transpose(image) or image
+    image = _to_mode(image, channels)
+    target_height, target_width = size
+    if image.size != (target_width, target_height):
+        image = image.resize((target_width, target_height), _RESAMPLE)
+    pixels = np.asarray(image, dtype=np.uint8)
+    if pixels.ndim == 2:
+        pixels = pixels[:, :, None]
+    return DecodedImage(pixels, original_format, (width, height), original_mode, frames)
+
+
+def _to_mode(image: Image.Image, channels: str) -> Image.Image:
+    """Convert any Pillow mode to L or RGB: alpha onto white, 16/32-bit scaled to 8 bits."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        values = np.asarray(image, dtype=np.float64)
+        scale = 65535.0 if values.max(initial=0) > 255 else 255.0
+        return Image.fromarray(
+            np.clip(values / scale * 255.0, 0, 255).astype(np.uint8), "L"
+        ).convert(channels)
+    if image.mode == "F":
+        values = np.nan_to_num(np.asarray(image, dtype=np.float64))
+        low, high = values.min(initial=0), values.max(initial=0)
+        scaled = (values - low) / (high - low) * 255.0 if high > low else np.zeros_like(values)
+        return Image.fromarray(scaled.astype(np.uint8), "L").convert(channels)
+    if image.mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    if image.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, rgba)
+    return image.convert(channels)
+
+
+def _reason(error: BaseException) -> str:
+    text = str(error) or type(error).__name__
+    return text.split("\n", 1)[0][:200]

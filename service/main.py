@@ -1,0 +1,84 @@
+"""Build the FastAPI app: settings, lifespan, middleware, error handlers and routers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from service.api import api_router
+from service.handlers import install_error_handlers
+from service.metrics import Metrics
+from service.middleware import BodyLimitMiddleware, MetricsMiddleware
+from service.runtime import Runtime
+from service.settings import Settings
+from service.state import AppState
+
+log = logging.getLogger("convbridge.main")
+VERSION = "0.1.0"
+
+
+async def _start_models(state: AppState) -> None:
+    """Configure TensorFlow and load every model, in the background so /healthz answers."""
+    from service.repository import ModelRepository
+    from service.runtime import configure_tensorflow
+
+    try:
+        if state.runtime is None:
+            state.runtime = await asyncio.to_thread(configure_tensorflow, state.settings)
+        repository = ModelRepository(state.settings, state.metrics, state.runtime)
+        state.repository = repository
+        await repository.load_initial()
+        ready, models = repository.readiness()
+        log.info("start-up finished: ready=%s models=%s", ready, models)
+    except Exception as error:  # reported by /readyz; the process stays up for diagnosis
+        state.startup_error = f"start-up failed: {error}"
+        log.exception("start-up failed")
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    state: AppState = app.state.convbridge
+    state.settings.check_repository()
+    state.decoder = ThreadPoolExecutor(state.settings.decode_threads, thread_name_prefix="decode")
+    state.loader = asyncio.create_task(_start_models(state), name="load-models")
+    try:
+        yield
+    finally:
+        state.loader.cancel()
+        if state.repository is not None:
+            await state.repository.close()
+        state.decoder.shutdown(wait=False, cancel_futures=True)
+
+
+def create_app(
+    settings: Settings | None = None, metrics: Metrics | None = None, runtime: Runtime | None = None
+) -> FastAPI:
+    """The app; models load in its lifespan, never at import."""
+    settings = settings or Settings()
+    metrics = metrics or Metrics()
+    app = FastAPI(
+        title="convbridge",
+        version=VERSION,
+        description="Classification and intermediate feature maps of Keras CNNs over HTTP.",
+        lifespan=lifespan,
+    )
+    app.state.convbridge = AppState(settings=settings, metrics=metrics, runtime=runtime)
+    install_error_handlers(app)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["*"],
+            expose_headers=["Server-Timing", "X-Model-Version", "X-Feature-Grid"],
+        )
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.include_router(api_router)
+    return app

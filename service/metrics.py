@@ -1,0 +1,112 @@
+"""Every Prometheus metric of the service, defined once, on an injectable registry."""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+)
+
+NAMESPACE = "convbridge"
+STAGES = ("decode", "queue", "compute", "encode")
+# Requests on two CPU cores take 1-100 ms; a GPU goes below, overload goes above.
+LATENCY_BUCKETS = (
+    0.0005,
+    0.001,
+    0.002,
+    0.004,
+    0.008,
+    0.015,
+    0.03,
+    0.06,
+    0.125,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+LOAD_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+
+class Metrics:
+    """The service's metrics; tests pass their own registry and read it with get_sample_value."""
+
+    def __init__(self, registry: CollectorRegistry | None = None, process: bool = True) -> None:
+        if registry is None:
+            registry = CollectorRegistry(auto_describe=True)
+            if process:
+                # The default collectors live on the global registry; re-register them here.
+                for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+                    registry.register(collector)
+        self.registry = registry
+        self.http_duration = Histogram(
+            "http_request_duration_seconds",
+            "HTTP request duration by route template and status code.",
+            ["method", "route", "status"],
+            namespace=NAMESPACE,
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.inference_duration = Histogram(
+            "inference_duration_seconds",
+            "Time per request in each inference stage: decode, queue, compute, encode.",
+            ["model", "version", "stage"],
+            namespace=NAMESPACE,
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.batch_size = Histogram(
+            "batch_size",
+            "Images per model call, after dynamic batching.",
+            ["model", "version"],
+            namespace=NAMESPACE,
+            buckets=BATCH_BUCKETS,
+            registry=registry,
+        )
+        self.requests = Counter(
+            "requests",
+            "Inference requests by outcome: ok, client_error, unavailable, timeout, error.",
+            ["model", "endpoint", "outcome"],
+            namespace=NAMESPACE,
+            registry=registry,
+        )
+        self.queue_depth = Gauge(
+            "queue_depth",
+            "Images waiting for a model call.",
+            ["model", "version"],
+            namespace=NAMESPACE,
+            registry=registry,
+        )
+        self.model_loaded = Gauge(
+            "model_loaded",
+            "1 while a model version is loaded, warm and serving on the device named.",
+            ["model", "version", "device"],
+            namespace=NAMESPACE,
+            registry=registry,
+        )
+        self.model_load_seconds = Histogram(
+            "model_load_seconds",
+            "Time to load and warm up a model version.",
+            ["model", "version"],
+            namespace=NAMESPACE,
+            buckets=LOAD_BUCKETS,
+            registry=registry,
+        )
+        self.model_load_failures = Counter(
+            "model_load_failures",
+            "Model versions that failed to load.",
+            ["model", "version"],
+            namespace=NAMESPACE,
+            registry=registry,
+        )
+
+    def observe_stage(self, model: str, version: int, stage: str, seconds: float) -> None:
+        self.inference_duration.labels(model, str(version), stage).observe(seconds)

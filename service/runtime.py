@@ -1,0 +1,64 @@
+"""TensorFlow set-up for serving: threads, device choice, GPU memory. Called once, at start-up."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from service.settings import Settings
+
+log = logging.getLogger("convbridge.runtime")
+
+
+class DeviceError(RuntimeError):
+    """The requested device is not available."""
+
+
+@dataclass(frozen=True)
+class Runtime:
+    device: str  # a TensorFlow device string such as "/GPU:0"
+    kind: str  # "cpu" or "gpu"
+    description: str
+
+
+def configure_tensorflow(settings: Settings) -> Runtime:
+    """Apply thread and GPU settings before TensorFlow initialises, and pick the device."""
+    import tensorflow as tf
+
+    if settings.intra_op_threads:
+        tf.config.threading.set_intra_op_parallelism_threads(settings.intra_op_threads)
+    if settings.inter_op_threads:
+        tf.config.threading.set_inter_op_parallelism_threads(settings.inter_op_threads)
+    gpus = tf.config.list_physical_devices("GPU")
+    if settings.device == "gpu" and not gpus:
+        raise DeviceError(
+            "CONVBRIDGE_DEVICE=gpu but TensorFlow sees no GPU: install the CUDA build "
+            "(tensorflow[and-cuda]) and expose the GPU, or set CONVBRIDGE_DEVICE=auto"
+        )
+    if settings.device == "cpu" or not gpus:
+        if gpus:
+            tf.config.set_visible_devices([], "GPU")
+        runtime = Runtime("/CPU:0", "cpu", f"CPU ({_cpu_threads(tf)} threads)")
+    else:
+        _configure_gpus(tf, gpus, settings.gpu_memory_limit_mb)
+        name = tf.config.experimental.get_device_details(gpus[0]).get("device_name", "GPU")
+        runtime = Runtime("/GPU:0", "gpu", f"{name}")
+    log.info("inference device: %s (%s)", runtime.device, runtime.description)
+    return runtime
+
+
+def _configure_gpus(tf: object, gpus: list[object], memory_limit_mb: int | None) -> None:
+    config = tf.config  # type: ignore[attr-defined]
+    for gpu in gpus:
+        if memory_limit_mb:
+            # A memory limit is a logical device configuration, which excludes memory growth.
+            config.set_logical_device_configuration(
+                gpu, [config.LogicalDeviceConfiguration(memory_limit=memory_limit_mb)]
+            )
+        else:
+            config.experimental.set_memory_growth(gpu, True)
+
+
+def _cpu_threads(tf: object) -> str:
+    intra = tf.config.threading.get_intra_op_parallelism_threads()  # type: ignore[attr-defined]
+    return str(intra) if intra else "default"

@@ -1,0 +1,193 @@
+"""The batcher without a server: grouping, max_delay, errors, full queues, deadlines, routing."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from service.batching import (
+    Batcher,
+    BatchSizeMismatchError,
+    DeadlineExceededError,
+    QueueFullError,
+)
+
+
+class Recorder:
+    """A real batch function: doubles its input and remembers the batch sizes it saw."""
+
+    def __init__(self, seconds: float = 0.0, gate: threading.Event | None = None) -> None:
+        self.sizes: list[int] = []
+        self.seconds = seconds
+        self.gate = gate
+
+    def __call__(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        if self.gate is not None:
+            self.gate.wait(5)
+        time.sleep(self.seconds)
+        self.sizes.append(len(batch))
+        return {"double": batch * 2, "sum": batch.reshape(len(batch), -1).sum(axis=1)}
+
+
+@pytest.fixture
+def executor():
+    with ThreadPoolExecutor(1) as pool:
+        yield pool
+
+
+def run(coroutine):
+    return asyncio.run(coroutine)
+
+
+def test_concurrent_submits_share_batches_and_get_their_own_rows(executor) -> None:
+    recorder = Recorder(seconds=0.01)
+
+    async def scenario():
+        batcher = Batcher(recorder, executor, max_batch_size=8, max_delay=0.05, max_queue=64)
+        results = await asyncio.gather(
+            *(batcher.submit(np.full((1, 2), i, dtype=np.int64), timeout=5) for i in range(20))
+        )
+        await batcher.close()
+        return results
+
+    results = run(scenario())
+    for i, (outputs, stats) in enumerate(results):
+        assert outputs["double"].tolist() == [[2 * i, 2 * i]]
+        assert outputs["sum"].tolist() == [2 * i]
+        assert 1 <= stats.batch_size <= 8
+    assert sum(recorder.sizes) == 20
+    assert max(recorder.sizes) == 8
+    assert len(recorder.sizes) <= 4  # 20 requests in batches of up to 8, not one call each
+
+
+def test_a_lone_request_waits_no_longer_than_max_delay(executor) -> None:
+    recorder = Recorder()
+
+    async def scenario(delay: float):
+        batcher = Batcher(recorder, executor, max_batch_size=32, max_delay=delay, max_queue=64)
+        started = time.monotonic()
+        _, stats = await batcher.submit(np.zeros((1, 1)), timeout=5)
+        elapsed = time.monotonic() - started
+        await batcher.close()
+        return elapsed, stats
+
+    elapsed, stats = run(scenario(0.2))
+    assert 0.18 <= stats.queue_seconds <= elapsed < 1.0
+    _, stats = run(scenario(0.0))
+    assert stats.queue_seconds < 0.05  # max_delay=0: run at once with whatever is queued
+
+
+def test_a_full_batch_does_not_wait_for_max_delay(executor) -> None:
+    recorder = Recorder()
+
+    async def scenario():
+        batcher = Batcher(recorder, executor, max_batch_size=4, max_delay=5.0, max_queue=64)
+        started = time.monotonic()
+        await asyncio.gather(*(batcher.submit(np.zeros((1, 1)), timeout=10) for _ in range(4)))
+        elapsed = time.monotonic() - started
+        await batcher.close()
+        return elapsed
+
+    assert run(scenario()) < 1.0
+    assert recorder.sizes == [4]
+
+
+def test_multi_image_requests_are_split_and_joined_in_order(executor) -> None:
+    recorder = Recorder()
+
+    async def scenario():
+        batcher = Batcher(recorder, executor, max_batch_size=4, max_delay=0.01, max_queue=64)
+        images = np.arange(10, dtype=np.int64).reshape(10, 1)
+        outputs, _ = await batcher.submit(images, timeout=5)
+        await batcher.close()
+        return outputs
+
+    outputs = run(scenario())
+    assert outputs["double"].ravel().tolist() == [2 * i for i in range(10)]
+    assert all(size <= 4 for size in recorder.sizes) and sum(recorder.sizes) == 10
+
+
+def test_an_exception_reaches_every_request_of_its_batch(executor) -> None:
+    def explode(batch: np.ndarray) -> dict[str, np.ndarray]:
+        raise RuntimeError(f"model failed on {len(batch)} images")
+
+    async def scenario():
+        batcher = Batcher(explode, executor, max_batch_size=8, max_delay=0.05, max_queue=64)
+        results = await asyncio.gather(
+            *(batcher.submit(np.zeros((1, 1)), timeout=5) for _ in range(5)),
+            return_exceptions=True,
+        )
+        await batcher.close()
+        return results
+
+    results = run(scenario())
+    assert all(isinstance(r, RuntimeError) for r in results)
+    assert {str(r) for r in results} == {"model failed on 5 images"}
+
+
+def test_wrong_number_of_output_rows_is_an_error(executor) -> None:
+    async def scenario():
+        batcher = Batcher(
+            lambda b: {"x": b[:1]}, executor, max_batch_size=8, max_delay=0.02, max_queue=64
+        )
+        results = await asyncio.gather(
+            *(batcher.submit(np.zeros((1, 1)), timeout=5) for _ in range(3)), return_exceptions=True
+        )
+        await batcher.close()
+        return results
+
+    assert all(isinstance(r, BatchSizeMismatchError) for r in run(scenario()))
+
+
+def test_a_full_queue_rejects_at_once(executor) -> None:
+    gate = threading.Event()
+    recorder = Recorder(gate=gate)
+
+    async def scenario():
+        batcher = Batcher(recorder, executor, max_batch_size=2, max_delay=0, max_queue=4)
+        first = asyncio.ensure_future(batcher.submit(np.zeros((2, 1)), timeout=5))
+        await asyncio.sleep(0.05)  # the first batch is now blocked inside the model
+        queued = asyncio.ensure_future(batcher.submit(np.zeros((4, 1)), timeout=5))
+        await asyncio.sleep(0.01)
+        started = time.monotonic()
+        with pytest.raises(QueueFullError, match="limit is 4"):
+            await batcher.submit(np.zeros((1, 1)), timeout=5)
+        rejected_in = time.monotonic() - started
+        gate.set()
+        await asyncio.gather(first, queued)
+        await batcher.close()
+        return rejected_in
+
+    assert run(scenario()) < 0.05
+    assert recorder.sizes == [2, 2, 2]
+
+
+def test_a_passed_deadline_answers_and_the_work_is_dropped(executor) -> None:
+    gate = threading.Event()
+    recorder = Recorder(gate=gate)
+
+    async def scenario():
+        batcher = Batcher(recorder, executor, max_batch_size=1, max_delay=0, max_queue=8)
+        blocker = asyncio.ensure_future(batcher.submit(np.zeros((1, 1)), timeout=5))
+        await asyncio.sleep(0.05)
+        with pytest.raises(DeadlineExceededError):
+            await batcher.submit(np.ones((1, 1)), timeout=0.1)
+        gate.set()
+        await blocker
+        await asyncio.sleep(0.05)
+        await batcher.close()
+
+    run(scenario())
+    assert recorder.sizes == [1]  # the expired request never reached the model
+
+
+def test_invalid_configuration_is_refused(executor) -> None:
+    with pytest.raises(ValueError):
+        Batcher(Recorder(), executor, max_batch_size=0)
+    with pytest.raises(ValueError):
+        Batcher(Recorder(), executor, max_batch_size=8, max_queue=4)
