@@ -39,6 +39,7 @@ test: lint
 
 lint: install
 	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 	$(PY) -m mypy
 
 report: install

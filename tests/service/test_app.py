@@ -60,25 +60,41 @@ def test_failed_models_are_reported_and_the_others_serve(mixed_repository, digit
         assert "no model card" in models["nocard"]["versions"][0]["error"]
         assert str(mixed_repository) not in client.get("/models").text  # no server paths
         png = digit_png(digits.test.images[0])
-        answer = client.post("/models/gap/classify", content=png, headers={"Content-Type": "image/png"})
+        answer = client.post(
+            "/models/gap/classify", content=png, headers={"Content-Type": "image/png"}
+        )
         assert answer.status_code == 200 and answer.json()["version"] == 2
-        refused = client.post("/models/broken/classify", content=png,
-                              headers={"Content-Type": "image/png"})
+        refused = client.post(
+            "/models/broken/classify", content=png, headers={"Content-Type": "image/png"}
+        )
         assert refused.status_code == 503 and "failed" in refused.json()["error"]
         assert refused.headers["retry-after"] == "2"
     registry = metrics.registry
-    assert registry.get_sample_value("convbridge_model_load_failures_total",
-                                     {"model": "broken", "version": "1"}) == 1
-    assert registry.get_sample_value("convbridge_model_loaded",
-                                     {"model": "gap", "version": "2", "device": "/CPU:0"}) == 1
-    assert registry.get_sample_value("convbridge_requests_total",
-                                     {"model": "broken", "endpoint": "classify",
-                                      "outcome": "overloaded"}) == 1
+    assert (
+        registry.get_sample_value(
+            "convbridge_model_load_failures_total", {"model": "broken", "version": "1"}
+        )
+        == 1
+    )
+    assert (
+        registry.get_sample_value(
+            "convbridge_model_loaded", {"model": "gap", "version": "2", "device": "/CPU:0"}
+        )
+        == 1
+    )
+    assert (
+        registry.get_sample_value(
+            "convbridge_requests_total",
+            {"model": "broken", "endpoint": "classify", "outcome": "unavailable"},
+        )
+        == 1
+    )
 
 
 def test_strict_readiness_waits_for_every_model(mixed_repository) -> None:
-    app = create_app(Settings(repository=mixed_repository, require_all_models=True),
-                     Metrics(CollectorRegistry()))
+    app = create_app(
+        Settings(repository=mixed_repository, require_all_models=True), Metrics(CollectorRegistry())
+    )
     with TestClient(app) as client:
         body = _wait(client, status=503)
         assert body["ready"] is False and body["models"]["gap"] == "ready"
@@ -91,12 +107,18 @@ def test_older_versions_load_when_a_request_names_them(mixed_repository, digits)
         states = {v["version"]: v["state"] for v in client.get("/models/gap").json()["versions"]}
         assert states == {1: "available", 2: "ready"}
         png = digit_png(digits.test.images[0])
-        old = client.post("/models/gap/classify", params={"version": 1}, content=png,
-                          headers={"Content-Type": "image/png"})
+        old = client.post(
+            "/models/gap/classify",
+            params={"version": 1},
+            content=png,
+            headers={"Content-Type": "image/png"},
+        )
         assert old.status_code == 200 and old.json()["version"] == 1
         states = {v["version"]: v["state"] for v in client.get("/models/gap").json()["versions"]}
         assert states == {1: "ready", 2: "ready"}
         assert client.get("/models/gap", params={"version": 1}).json()["card"]["version"] == 1
         # Unversioned requests keep going to the newest version.
-        newest = client.post("/models/gap/classify", content=png, headers={"Content-Type": "image/png"})
+        newest = client.post(
+            "/models/gap/classify", content=png, headers={"Content-Type": "image/png"}
+        )
         assert newest.json()["version"] == 2
