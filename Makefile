@@ -45,8 +45,12 @@ lint: install
 report: install
 	$(PY) -m training.report --models $(MODELS)
 
-bench: demo-models
-	$(PY) -m benchmarks --models $(MODELS)
+# Measures the in-process ceiling, a naive server and convbridge in one run (about 3 minutes);
+# needs wrk (Debian's package), which it installs when it runs as root.
+bench: install
+	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq wrk >/dev/null; } \
+		|| { echo "make bench needs wrk: apt-get install wrk"; exit 2; }
+	$(PY) -m benchmarks --update-readme
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

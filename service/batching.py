@@ -49,9 +49,13 @@ class Batcher:
 
     Contract: every batch holds at least one item and at most ``max_batch_size`` images (an
     item larger than that is split by :meth:`submit`); the first item waits at most
-    ``max_delay`` seconds for others; rows of the outputs go back to the item they came from;
+    ``max_delay`` seconds for others, and only while callers have announced images that are
+    still on their way (see :meth:`announce`), so a lone request never waits for company that
+    is not coming; rows of the outputs go back to the item they came from;
     an exception raised by ``run_batch`` reaches every item of its batch; items whose deadline
-    passed before their batch started get DeadlineExceededError and are not computed.
+    passed before their batch started get DeadlineExceededError and are not computed. Up to
+    ``concurrency`` batches run at once (TF Serving's num_batch_threads): a second batch fills
+    the cores while the first is in a step that uses only one.
     """
 
     def __init__(
@@ -63,10 +67,12 @@ class Batcher:
         max_queue: int = 512,
         on_batch: Callable[[int], None] | None = None,
         on_depth: Callable[[int], None] | None = None,
+        concurrency: int = 1,
     ) -> None:
-        if max_batch_size < 1 or max_delay < 0 or max_queue < max_batch_size:
+        if max_batch_size < 1 or max_delay < 0 or max_queue < max_batch_size or concurrency < 1:
             raise ValueError(
-                "need max_batch_size >= 1, max_delay >= 0, max_queue >= max_batch_size"
+                "need max_batch_size >= 1, max_delay >= 0, max_queue >= max_batch_size, "
+                "concurrency >= 1"
             )
         self._run_batch = run_batch
         self._executor = executor
@@ -77,13 +83,25 @@ class Batcher:
         self._on_depth = on_depth or (lambda depth: None)
         self._items: collections.deque[_Item] = collections.deque()
         self._queued_images = 0
+        self._announced = 0
         self._arrived = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._slots = asyncio.Semaphore(concurrency)
+        self._running: set[asyncio.Task[None]] = set()
         self._closed = False
 
     @property
     def queued_images(self) -> int:
         return self._queued_images
+
+    def announce(self, count: int) -> None:
+        """Say that ``count`` images will be submitted soon (they are being decoded)."""
+        self._announced += count
+
+    def withdraw(self, count: int) -> None:
+        """Take back an announcement that will not be submitted (decoding failed)."""
+        self._announced = max(0, self._announced - count)
+        self._arrived.set()  # a waiting batch may not need to wait any longer
 
     def start(self) -> None:
         if self._task is None:
@@ -92,7 +110,7 @@ class Batcher:
     async def close(self) -> None:
         """Stop taking work, let queued work finish, then stop the background task."""
         self._closed = True
-        while self._items:
+        while self._items or self._running:
             await asyncio.sleep(0.005)
         if self._task is not None:
             self._task.cancel()
@@ -103,9 +121,13 @@ class Batcher:
             self._task = None
 
     async def submit(
-        self, images: np.ndarray, timeout: float
+        self, images: np.ndarray, timeout: float, announced: int = 0
     ) -> tuple[dict[str, np.ndarray], BatchStats]:
-        """Run ``images`` (n, ...) through the model; returns outputs with n rows each."""
+        """Run ``images`` (n, ...) through the model; returns outputs with n rows each.
+
+        ``announced``: how many of these images an earlier :meth:`announce` promised.
+        """
+        self._announced = max(0, self._announced - announced)
         if self._closed:
             raise QueueFullError("the batcher is shutting down")
         count = len(images)
@@ -139,22 +161,36 @@ class Batcher:
         return _join(parts)
 
     async def _loop(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
-            batch = await self._collect()
+            await self._slots.acquire()  # at most `concurrency` batches in flight
+            try:
+                batch = await self._collect()
+            except BaseException:
+                self._slots.release()
+                raise
             if not batch:
+                self._slots.release()
                 continue
+            task = asyncio.get_running_loop().create_task(self._run(batch))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+    async def _run(self, batch: list[_Item]) -> None:
+        """One model call for ``batch``; rows go back to their items, errors to all of them."""
+        try:
             started = time.monotonic()
             stacked = np.concatenate([item.images for item in batch])
             self._on_batch(len(stacked))
             try:
-                outputs = await loop.run_in_executor(self._executor, self._run_batch, stacked)
+                outputs = await asyncio.get_running_loop().run_in_executor(
+                    self._executor, self._run_batch, stacked
+                )
                 _check_rows(outputs, len(stacked))
             except Exception as error:  # every item of the batch learns of it
                 for item in batch:
                     if not item.future.done():
                         item.future.set_exception(error)
-                continue
+                return
             compute = time.monotonic() - started
             offset = 0
             for item in batch:
@@ -163,14 +199,16 @@ class Batcher:
                 if not item.future.done():
                     stats = BatchStats(started - item.enqueued, compute, len(stacked))
                     item.future.set_result(({k: v[rows] for k, v in outputs.items()}, stats))
+        finally:
+            self._slots.release()
 
     async def _collect(self) -> list[_Item]:
-        """Wait for the first item, then up to max_delay for more, up to max_batch_size images."""
+        """Wait for the first item, then up to max_delay for announced ones, up to a full batch."""
         while not self._items:
             self._arrived.clear()
             await self._arrived.wait()
         flush_at = time.monotonic() + self.max_delay
-        while self._pending_images() < self.max_batch_size:
+        while self._announced > 0 and self._pending_images() < self.max_batch_size:
             remaining = flush_at - time.monotonic()
             if remaining <= 0:
                 break

@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from service.api import api_router
+from service.api import ROUTERS
 from service.handlers import install_error_handlers
 from service.metrics import Metrics
 from service.middleware import BodyLimitMiddleware, MetricsMiddleware
@@ -80,5 +80,6 @@ def create_app(
         )
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
-    app.include_router(api_router)
+    for router in ROUTERS:
+        app.include_router(router)
     return app

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import bisect
 import enum
 import functools
 import logging
@@ -44,6 +45,14 @@ class ModelLoadError(RuntimeError):
     pass
 
 
+def padded_size(count: int, sizes: tuple[int, ...]) -> int:
+    """The smallest allowed batch size that holds ``count`` images."""
+    index = bisect.bisect_left(sizes, count)
+    if index == len(sizes):
+        raise ValueError(f"a batch of {count} is larger than the largest allowed ({sizes[-1]})")
+    return sizes[index]
+
+
 class LoadedModel:
     """A SavedModel in memory: its card, and one batcher per signature on one inference thread."""
 
@@ -62,23 +71,29 @@ class LoadedModel:
         self._signatures = signatures
         self._runtime = runtime
         self._executor = ThreadPoolExecutor(
-            1, thread_name_prefix=f"infer-{card.name}-{card.version}"
+            settings.batch_threads, thread_name_prefix=f"infer-{card.name}-{card.version}"
         )
         self.batchers: dict[str, Batcher] = {}
         self._settings = settings
         self._metrics = metrics
+        self.batch_sizes = settings.batch_sizes(runtime.kind)
 
     def run(self, signature: str, images: np.ndarray) -> dict[str, np.ndarray]:
-        """Call one signature on a uint8 batch; blocking, for the inference thread."""
+        """Call one signature on a uint8 batch, padded to an allowed size; blocking."""
         import tensorflow as tf
 
+        count = len(images)
+        size = padded_size(count, self.batch_sizes)
+        if size > count:
+            padding = np.zeros((size - count, *images.shape[1:]), dtype=images.dtype)
+            images = np.concatenate([images, padding])
         with tf.device(self._runtime.device):
             outputs = self._signatures[signature](**{self.card.input.name: tf.constant(images)})
-        return {name: value.numpy() for name, value in outputs.items()}
+        return {name: value.numpy()[:count] for name, value in outputs.items()}
 
-    def warm_up(self, batch_sizes: tuple[int, ...]) -> None:
-        """Run every signature once per batch size so the first request pays no tracing cost."""
-        for size in batch_sizes:
+    def warm_up(self) -> None:
+        """Run every signature once per allowed batch size: the first request is not slower."""
+        for size in self.batch_sizes:
             zeros = np.zeros((size, *self.card.input.shape), dtype=np.uint8)
             for signature in SIGNATURES:
                 outputs = self.run(signature, zeros)
@@ -97,6 +112,7 @@ class LoadedModel:
                 max_queue=self._settings.max_queue_images,
                 on_batch=self._metrics.batch_size.labels(*labels).observe,
                 on_depth=self._depth_reporter(),
+                concurrency=self._settings.batch_threads,
             )
             self.batchers[signature].start()
 
@@ -208,7 +224,7 @@ class ModelRepository:
         signatures = {name: saved.signatures[name] for name in SIGNATURES}
         model = LoadedModel(card, signatures, self.runtime, self.settings, self.metrics)
         model._saved = saved  # type: ignore[attr-defined]  # keeps the variables alive
-        model.warm_up(tuple(sorted({1, self.settings.max_batch_size})))
+        model.warm_up()
         return model
 
     async def get(self, name: str, version: int | None = None) -> LoadedModel:

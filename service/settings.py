@@ -22,6 +22,12 @@ class Settings(BaseSettings):
 
     max_batch_size: int = Field(32, ge=1, le=1024, description="images per model call")
     max_delay_ms: float = Field(2.0, ge=0, le=1000, description="longest wait to fill a batch")
+    allowed_batch_sizes: list[int] = Field(
+        default_factory=list,
+        description="batch sizes the model is called with (batches are padded up to one); "
+        "empty: powers of two on GPU, every size on CPU; the last must be max_batch_size",
+    )
+    batch_threads: int = Field(1, ge=1, le=16, description="batches of one model run at once")
     max_queue_images: int = Field(512, ge=1, description="queued images per model; then 503")
     request_timeout_s: float = Field(30.0, gt=0, le=3600, description="deadline of one request")
     decode_threads: int = Field(2, ge=1, le=64, description="threads decoding images")
@@ -44,12 +50,31 @@ class Settings(BaseSettings):
                 f"max_delay_ms ({self.max_delay_ms}) must be shorter than request_timeout_s "
                 f"({self.request_timeout_s} s)"
             )
+        sizes = self.allowed_batch_sizes
+        if sizes and (
+            sizes != sorted(set(sizes)) or sizes[0] < 1 or sizes[-1] != self.max_batch_size
+        ):
+            raise ValueError(
+                f"allowed_batch_sizes {sizes} must be increasing positive sizes ending at "
+                f"max_batch_size ({self.max_batch_size})"
+            )
         if self.max_queue_images < self.max_batch_size:
             raise ValueError(
                 f"max_queue_images ({self.max_queue_images}) must be at least max_batch_size "
                 f"({self.max_batch_size})"
             )
         return self
+
+    def batch_sizes(self, device_kind: str) -> tuple[int, ...]:
+        """The batch sizes models are called with on ``device_kind`` ("cpu" or "gpu")."""
+        if self.allowed_batch_sizes:
+            return tuple(self.allowed_batch_sizes)
+        if device_kind == "gpu":
+            # A GPU compiles kernels per shape: a few padded sizes beat every size.
+            powers = [1 << i for i in range(12) if 1 << i < self.max_batch_size]
+            return (*powers, self.max_batch_size)
+        # On CPU the signature's batch axis is dynamic and padding would waste compute.
+        return tuple(range(1, self.max_batch_size + 1))
 
     def check_repository(self) -> None:
         """Raise ValueError unless the repository folder exists."""

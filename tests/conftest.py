@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from benchmarks.servers import ROOT, ServerProcess
 
-ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def run_training(*args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
@@ -45,62 +45,20 @@ def demo_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return repository
 
 
-class Server:
-    """A real `python -m service` process on a free 127.0.0.1 port."""
-
-    def __init__(self, repository: Path, log_path: Path, **env: str) -> None:
-        import socket
-
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_path
-        self._log = open(log_path, "wb")  # noqa: SIM115  # closed in stop()
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(self.port)],
-            cwd=ROOT,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "CONVBRIDGE_REPOSITORY": str(repository), **env},
-        )
-
-    def wait_ready(self, timeout: float = 180) -> Server:
-        import time
-
-        import httpx
-
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited {self.process.returncode}: {self.log()[-3000:]}")
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.25)
-        raise RuntimeError(f"server not ready in {timeout} s: {self.log()[-3000:]}")
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self._log.close()
-        return self.process.returncode
+def start_server(repository: Path, log_path: Path, **env: str) -> ServerProcess:
+    """`python -m service` on the given repository, on a free 127.0.0.1 port."""
+    return ServerProcess(
+        "service",
+        ["--host", "127.0.0.1"],
+        log_path,
+        {"CONVBRIDGE_REPOSITORY": str(repository), **env},
+    )
 
 
 @pytest.fixture(scope="session")
 def server(demo_repository: Path, tmp_path_factory: pytest.TempPathFactory):
     """The service on the demo models, over a real socket, for the whole session."""
-    instance = Server(demo_repository, tmp_path_factory.mktemp("server") / "server.log")
+    instance = start_server(demo_repository, tmp_path_factory.mktemp("server") / "server.log")
     try:
         yield instance.wait_ready()
     finally:

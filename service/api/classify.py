@@ -8,9 +8,9 @@ from typing import Any
 import numpy as np
 from fastapi import APIRouter, Query, Request
 
-from service.api.pipeline import Counted, decode_all, find_model, record, run_model
+from service.api.pipeline import Counted, find_model, infer, record
 from service.api.uploads import read_uploads
-from service.deps import ModelName, Repository, State, Version
+from service.deps import ModelName, Version, app_repository, app_state
 from service.openapi import ERRORS, IMAGE_BODY
 from service.responses import OrjsonResponse, server_timing
 from service.schemas import ClassifyResponse
@@ -28,27 +28,22 @@ router = APIRouter(tags=["native"])
 async def classify(
     request: Request,
     name: ModelName,
-    state: State,
-    repository: Repository,
     version: Version = None,
     top_k: int = Query(5, ge=1, le=1000, description="scores per image, best first"),
 ) -> OrjsonResponse:
     """Send a raw image body (`Content-Type: image/png`...) or multipart `images` files."""
+    # The hot path: state comes off the request rather than through Depends (measurably cheaper).
+    state, repository = app_state(request), app_repository(request)
     async with Counted(state, name, "classify"):
         model = await find_model(repository, name, version)
         uploads = await read_uploads(request, state.settings.max_images_per_request)
-        images, decode_seconds = await decode_all(
-            state, model, [u.data for u in uploads], [u.filename for u in uploads]
-        )
-        outputs, stats = await run_model(
-            state, model, "serving_default", np.stack([image.pixels for image in images])
-        )
+        result = await infer(state, model, "serving_default", uploads)
         started = time.perf_counter()
-        probabilities = outputs["probabilities"]
+        probabilities = result.outputs["probabilities"]
         k = min(top_k, probabilities.shape[1])
         classes = model.card.classes
         predictions: list[dict[str, Any]] = []
-        for row, image, upload in zip(probabilities, images, uploads, strict=True):
+        for row, image, upload in zip(probabilities, result.images, uploads, strict=True):
             best = np.argsort(-row, kind="stable")[:k]
             predictions.append(
                 {
@@ -58,11 +53,7 @@ async def classify(
                     "image": {"filename": upload.filename, **image.describe()},
                 }
             )
-        timings = {
-            "decode": decode_seconds,
-            "queue": stats.queue_seconds,
-            "compute": stats.compute_seconds,
-        }
+        timings = result.timings()
         body = {
             "model": model.name,
             "version": model.version,

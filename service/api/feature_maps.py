@@ -8,9 +8,9 @@ from typing import Any, Literal
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
-from service.api.pipeline import Counted, decode_all, find_model, one_image, record, run_model
+from service.api.pipeline import Counted, find_model, infer, one_image, record
 from service.api.uploads import read_uploads
-from service.deps import ModelName, Repository, State, Version
+from service.deps import ModelName, Version, app_repository, app_state
 from service.errors import unprocessable
 from service.featuremaps import LayerOutput, SelectionError, encode_npy, select_and_reduce
 from service.openapi import ERRORS, IMAGE_BODY
@@ -39,8 +39,6 @@ _MEDIA = {
 async def feature_maps(
     request: Request,
     name: ModelName,
-    state: State,
-    repository: Repository,
     version: Version = None,
     layers: str | None = Query(
         None, description="comma-separated layer names; default all", examples=["conv1,bridge"]
@@ -54,28 +52,22 @@ async def feature_maps(
     ),
 ) -> Response:
     """Send one image; pick layers, channels, a reduction and a format."""
+    state, repository = app_state(request), app_repository(request)
     async with Counted(state, name, "feature_maps"):
         model = await find_model(repository, name, version)
         wanted = _layer_names(model, layers)
         uploads = await read_uploads(request, state.settings.max_images_per_request)
         one_image(len(uploads))
-        images, decode_seconds = await decode_all(
-            state, model, [uploads[0].data], [uploads[0].filename]
-        )
-        outputs, stats = await run_model(state, model, "feature_maps", images[0].pixels[None])
+        result = await infer(state, model, "feature_maps", uploads)
         started = time.perf_counter()
-        selected = _select(model, wanted, outputs, channels, reduce, format)
-        timings = {
-            "decode": decode_seconds,
-            "queue": stats.queue_seconds,
-            "compute": stats.compute_seconds,
-        }
+        selected = _select(wanted, result.outputs, channels, reduce, format)
+        timings = result.timings()
         headers = {"X-Model-Version": str(model.version)}
         if format == "json":
             body = {
                 "model": model.name,
                 "version": model.version,
-                "image": {"filename": uploads[0].filename, **images[0].describe()},
+                "image": {"filename": uploads[0].filename, **result.images[0].describe()},
                 "layers": {o.name: {**o.summary(), "values": o.values} for o in selected},
             }
             timings["encode"] = time.perf_counter() - started
@@ -105,7 +97,6 @@ def _layer_names(model: LoadedModel, layers: str | None) -> list[str]:
 
 
 def _select(
-    model: LoadedModel,
     wanted: list[str],
     outputs: dict[str, Any],
     channels: str | None,

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
+from service.api.uploads import Upload
 from service.batching import (
     BatchSizeMismatchError,
     BatchStats,
@@ -64,12 +66,50 @@ async def decode_all(
     return list(results), time.perf_counter() - started  # type: ignore[arg-type]
 
 
+@dataclass(frozen=True)
+class Inference:
+    images: list[DecodedImage]
+    outputs: dict[str, np.ndarray]
+    stats: BatchStats
+    decode_seconds: float
+
+    def timings(self) -> dict[str, float]:
+        return {
+            "decode": self.decode_seconds,
+            "queue": self.stats.queue_seconds,
+            "compute": self.stats.compute_seconds,
+        }
+
+
+async def infer(
+    state: AppState, model: LoadedModel, signature: str, uploads: list[Upload]
+) -> Inference:
+    """Decode the uploads and run them through one signature of the model.
+
+    The batcher hears of the images before they are decoded, so that it waits for them
+    rather than running a batch without them.
+    """
+    batcher = model.batchers[signature]
+    batcher.announce(len(uploads))
+    try:
+        images, decode_seconds = await decode_all(
+            state, model, [u.data for u in uploads], [u.filename for u in uploads]
+        )
+    except BaseException:
+        batcher.withdraw(len(uploads))
+        raise
+    pixels = np.stack([image.pixels for image in images])
+    outputs, stats = await run_model(state, model, signature, pixels, announced=len(uploads))
+    return Inference(images, outputs, stats, decode_seconds)
+
+
 async def run_model(
-    state: AppState, model: LoadedModel, signature: str, images: np.ndarray
+    state: AppState, model: LoadedModel, signature: str, images: np.ndarray, announced: int = 0
 ) -> tuple[dict[str, np.ndarray], BatchStats]:
     """Queue images for one signature; full queues answer 503, passed deadlines 504."""
+    timeout = state.settings.request_timeout_s
     try:
-        return await model.batchers[signature].submit(images, state.settings.request_timeout_s)
+        return await model.batchers[signature].submit(images, timeout, announced=announced)
     except QueueFullError as error:
         raise unavailable(
             f"model {model.name!r} is overloaded ({error}); retry shortly", retry_after=1

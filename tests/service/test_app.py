@@ -122,3 +122,37 @@ def test_older_versions_load_when_a_request_names_them(mixed_repository, digits)
             "/models/gap/classify", content=png, headers={"Content-Type": "image/png"}
         )
         assert newest.json()["version"] == 2
+
+
+def test_padded_batches_answer_exactly_like_the_saved_model(mixed_repository, digits) -> None:
+    import numpy as np
+    import tensorflow as tf
+
+    settings = Settings(repository=mixed_repository, allowed_batch_sizes=[1, 8, 32])
+    images = digits.test.images[:3]
+    files = [
+        ("images", (f"{i}.png", digit_png(image), "image/png")) for i, image in enumerate(images)
+    ]
+    with TestClient(create_app(settings, Metrics(CollectorRegistry()))) as client:
+        _wait(client)
+        answer = client.post("/models/gap/classify", files=files, params={"top_k": 10})
+    assert answer.status_code == 200, answer.text
+    direct = tf.saved_model.load(str(mixed_repository / "gap" / "2")).signatures["serving_default"]
+    expected = direct(images=tf.constant(images))["probabilities"].numpy()
+    for row, prediction in zip(expected, answer.json()["predictions"], strict=True):
+        served = np.zeros(10)
+        for entry in prediction["top_k"]:
+            served[entry["index"]] = entry["score"]
+        np.testing.assert_allclose(served, row, atol=1e-5)
+
+
+def test_a_passed_deadline_answers_504(mixed_repository, digits) -> None:
+    settings = Settings(repository=mixed_repository, max_delay_ms=0, request_timeout_s=0.0005)
+    png = digit_png(digits.test.images[0])
+    with TestClient(create_app(settings, Metrics(CollectorRegistry()))) as client:
+        _wait(client)
+        answer = client.post(
+            "/models/gap/classify", content=png, headers={"Content-Type": "image/png"}
+        )
+    assert answer.status_code == 504
+    assert "did not answer in time" in answer.json()["error"]

@@ -65,21 +65,61 @@ def test_concurrent_submits_share_batches_and_get_their_own_rows(executor) -> No
     assert len(recorder.sizes) <= 4  # 20 requests in batches of up to 8, not one call each
 
 
-def test_a_lone_request_waits_no_longer_than_max_delay(executor) -> None:
+def test_a_lone_request_does_not_wait_for_company_that_is_not_coming(executor) -> None:
     recorder = Recorder()
 
-    async def scenario(delay: float):
-        batcher = Batcher(recorder, executor, max_batch_size=32, max_delay=delay, max_queue=64)
-        started = time.monotonic()
+    async def scenario():
+        batcher = Batcher(recorder, executor, max_batch_size=32, max_delay=0.5, max_queue=64)
         _, stats = await batcher.submit(np.zeros((1, 1)), timeout=5)
+        await batcher.close()
+        return stats
+
+    assert run(scenario()).queue_seconds < 0.05
+
+
+def test_announced_requests_are_waited_for_up_to_max_delay(executor) -> None:
+    recorder = Recorder()
+
+    async def late(batcher: Batcher, delay: float):
+        await asyncio.sleep(delay)  # as if decoding took this long
+        return await batcher.submit(np.zeros((1, 1)), timeout=5, announced=1)
+
+    async def scenario(max_delay: float, delays: list[float]):
+        batcher = Batcher(recorder, executor, max_batch_size=32, max_delay=max_delay, max_queue=64)
+        batcher.announce(len(delays))
+        started = time.monotonic()
+        results = await asyncio.gather(*(late(batcher, d) for d in delays))
         elapsed = time.monotonic() - started
         await batcher.close()
-        return elapsed, stats
+        return results, elapsed
 
-    elapsed, stats = run(scenario(0.2))
-    assert 0.18 <= stats.queue_seconds <= elapsed < 1.0
-    _, stats = run(scenario(0.0))
-    assert stats.queue_seconds < 0.05  # max_delay=0: run at once with whatever is queued
+    results, _ = run(scenario(0.5, [0.0, 0.05, 0.1]))
+    assert recorder.sizes == [3]  # the first waited for the two announced ones
+    assert all(stats.batch_size == 3 for _, stats in results)
+
+    recorder.sizes.clear()
+    results, elapsed = run(scenario(0.2, [0.0, 1.0]))
+    assert recorder.sizes == [1, 1]  # the second came after max_delay: its own batch
+    assert 0.18 <= results[0][1].queue_seconds < 0.5
+
+
+def test_withdrawn_announcements_stop_the_wait(executor) -> None:
+    recorder = Recorder()
+
+    async def scenario():
+        batcher = Batcher(recorder, executor, max_batch_size=32, max_delay=5.0, max_queue=64)
+        batcher.announce(2)
+
+        async def fail_decoding():
+            await asyncio.sleep(0.05)
+            batcher.withdraw(1)
+
+        first = batcher.submit(np.zeros((1, 1)), timeout=10, announced=1)
+        (_, stats), _ = await asyncio.gather(first, fail_decoding())
+        await batcher.close()
+        return stats
+
+    assert run(scenario()).queue_seconds < 1.0
 
 
 def test_a_full_batch_does_not_wait_for_max_delay(executor) -> None:
@@ -191,3 +231,32 @@ def test_invalid_configuration_is_refused(executor) -> None:
         Batcher(Recorder(), executor, max_batch_size=0)
     with pytest.raises(ValueError):
         Batcher(Recorder(), executor, max_batch_size=8, max_queue=4)
+
+
+def test_concurrency_lets_batches_overlap() -> None:
+    active, peak = 0, 0
+    lock = threading.Lock()
+
+    def slow(batch: np.ndarray) -> dict[str, np.ndarray]:
+        nonlocal active, peak
+        with lock:
+            active += 1
+            peak = max(peak, active)
+        time.sleep(0.1)
+        with lock:
+            active -= 1
+        return {"x": batch}
+
+    async def scenario(concurrency: int) -> float:
+        with ThreadPoolExecutor(concurrency) as pool:
+            batcher = Batcher(
+                slow, pool, max_batch_size=1, max_delay=0, max_queue=8, concurrency=concurrency
+            )
+            started = time.monotonic()
+            await asyncio.gather(*(batcher.submit(np.zeros((1, 1)), timeout=5) for _ in range(4)))
+            elapsed = time.monotonic() - started
+            await batcher.close()
+            return elapsed
+
+    assert run(scenario(1)) >= 0.39 and peak == 1
+    assert run(scenario(2)) < 0.35 and peak == 2

@@ -73,3 +73,25 @@ def test_importing_the_service_is_cheap() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["False", "False"]
+
+
+def test_batch_sizes_per_device() -> None:
+    settings = Settings(max_batch_size=24)
+    assert settings.batch_sizes("gpu") == (1, 2, 4, 8, 16, 24)
+    assert settings.batch_sizes("cpu") == tuple(range(1, 25))
+    assert Settings(allowed_batch_sizes=[1, 8, 32]).batch_sizes("cpu") == (1, 8, 32)
+
+
+@pytest.mark.parametrize("sizes", [[1, 8], [8, 1, 32], [0, 32], [4, 4, 32]])
+def test_allowed_batch_sizes_must_be_increasing_and_end_at_the_maximum(sizes) -> None:
+    with pytest.raises(ValidationError, match="must be increasing positive sizes ending at"):
+        Settings(allowed_batch_sizes=sizes)
+
+
+def test_padded_size() -> None:
+    from service.repository import padded_size
+
+    sizes = (1, 2, 4, 8, 32)
+    assert [padded_size(n, sizes) for n in (1, 2, 3, 5, 8, 9, 32)] == [1, 2, 4, 8, 8, 32, 32]
+    with pytest.raises(ValueError, match="larger than the largest allowed"):
+        padded_size(33, sizes)
