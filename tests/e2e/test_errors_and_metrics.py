@@ -5,19 +5,12 @@ from __future__ import annotations
 import shutil
 import subprocess
 
-import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.images import bomb_png, digit_png, encode
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
-
-
-@pytest.fixture(scope="module")
-def client(server):
-    with httpx.Client(base_url=server.url, timeout=60) as http:
-        yield http
 
 
 @pytest.fixture(scope="module")

@@ -17,12 +17,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
-def client(server):
-    with httpx.Client(base_url=server.url, timeout=60) as http:
-        yield http
-
-
-@pytest.fixture(scope="module")
 def saved_models(demo_repository):
     return {name: tf.saved_model.load(str(demo_repository / name / "1")) for name in VARIANTS}
 
@@ -68,6 +62,13 @@ def test_raw_body_and_multipart_agree(client, digits) -> None:
     assert "decode;dur=" in raw.headers["server-timing"]
 
 
+def post_maps(client: httpx.Client, image: np.ndarray, **params: str) -> httpx.Response:
+    """Ask global_context for the feature maps of one digit."""
+    return client.post(
+        "/models/global_context/feature-maps", files=multipart([digit_png(image)]), params=params
+    )
+
+
 @pytest.fixture(scope="module")
 def direct_maps(saved_models, digits):
     image = digits.test.images[3]
@@ -79,19 +80,11 @@ def direct_maps(saved_models, digits):
 
 def test_npy_is_exactly_the_feature_maps_signature(client, direct_maps) -> None:
     image, expected = direct_maps
-    response = client.post(
-        "/models/global_context/feature-maps",
-        files=multipart([digit_png(image)]),
-        params={"layers": "context", "format": "npy"},
-    )
+    response = post_maps(client, image, layers="context", format="npy")
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == "application/x-npy"
     assert np.array_equal(np.load(io.BytesIO(response.content)), expected["context"])
-    several = client.post(
-        "/models/global_context/feature-maps",
-        files=multipart([digit_png(image)]),
-        params={"format": "npy"},
-    )
+    several = post_maps(client, image, format="npy")
     assert several.headers["content-type"] == "application/zip"
     archive = np.load(io.BytesIO(several.content))
     assert sorted(archive.files) == sorted(expected)
@@ -101,11 +94,7 @@ def test_npy_is_exactly_the_feature_maps_signature(client, direct_maps) -> None:
 
 def test_json_values_and_statistics(client, direct_maps) -> None:
     image, expected = direct_maps
-    response = client.post(
-        "/models/global_context/feature-maps",
-        files=multipart([digit_png(image)]),
-        params={"layers": "conv1,bridge", "channels": "0:8"},
-    )
+    response = post_maps(client, image, layers="conv1,bridge", channels="0:8")
     assert response.status_code == 200, response.text
     layers = response.json()["layers"]
     assert list(layers) == ["conv1", "bridge"]
@@ -120,11 +109,7 @@ def test_json_values_and_statistics(client, direct_maps) -> None:
 @pytest.mark.parametrize("reduce", ["mean", "max", "l2"])
 def test_reductions_match_numpy(client, direct_maps, reduce) -> None:
     image, expected = direct_maps
-    response = client.post(
-        "/models/global_context/feature-maps",
-        files=multipart([digit_png(image)]),
-        params={"layers": "conv3", "reduce": reduce, "format": "npy"},
-    )
+    response = post_maps(client, image, layers="conv3", reduce=reduce, format="npy")
     values = np.load(io.BytesIO(response.content))
     conv3 = expected["conv3"]
     reference = {"mean": conv3.mean(axis=(0, 1)), "max": conv3.max(axis=(0, 1))}
@@ -134,11 +119,7 @@ def test_reductions_match_numpy(client, direct_maps, reduce) -> None:
 
 def test_png_is_a_grid_of_the_stated_size(client, direct_maps) -> None:
     image, _ = direct_maps
-    response = client.post(
-        "/models/global_context/feature-maps",
-        files=multipart([digit_png(image)]),
-        params={"layers": "conv1,context_mix", "format": "png", "channels": "0:12"},
-    )
+    response = post_maps(client, image, layers="conv1,context_mix", format="png", channels="0:12")
     assert response.status_code == 200 and response.headers["content-type"] == "image/png"
     grids = response.headers["x-feature-grid"].split("; ")
     assert grids[0].startswith("conv1 channels=12") and "grid=4x3" in grids[0]
