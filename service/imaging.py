@@ -126,6 +126,14 @@ def _to_mode(image: Image.Image, channels: str) -> Image.Image:
     return image.convert(channels)
 
 
+def warm_up_decoder() -> None:
+    """Decode one PNG and one JPEG so Pillow's plugins are loaded before the first request."""
+    for fmt in ("PNG", "JPEG"):
+        buffer = io.BytesIO()
+        Image.new("RGB", (8, 8), (9, 9, 9)).save(buffer, format=fmt)
+        decode_image(buffer.getvalue(), (4, 4), "L", 64)
+
+
 def _reason(error: BaseException) -> str:
     text = str(error) or type(error).__name__
     return text.split("\n", 1)[0][:200]

@@ -13,6 +13,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from service.api import ROUTERS
 from service.handlers import install_error_handlers
+from service.imaging import warm_up_decoder
 from service.metrics import Metrics
 from service.middleware import BodyLimitMiddleware, MetricsMiddleware
 from service.runtime import Runtime
@@ -45,7 +46,11 @@ async def _start_models(state: AppState) -> None:
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     state: AppState = app.state.convbridge
     state.settings.check_repository()
-    state.decoder = ThreadPoolExecutor(state.settings.decode_threads, thread_name_prefix="decode")
+    state.decoder = ThreadPoolExecutor(
+        state.settings.decode_threads, thread_name_prefix="decode", initializer=warm_up_decoder
+    )
+    for _ in range(state.settings.decode_threads):  # start the threads (and warm them) now
+        state.decoder.submit(int)
     state.loader = asyncio.create_task(_start_models(state), name="load-models")
     try:
         yield

@@ -70,7 +70,7 @@ class LoadedModel:
         self.device = runtime.device
         self._signatures = signatures
         self._runtime = runtime
-        self._executor = ThreadPoolExecutor(
+        self.executor = ThreadPoolExecutor(
             settings.batch_threads, thread_name_prefix=f"infer-{card.name}-{card.version}"
         )
         self.batchers: dict[str, Batcher] = {}
@@ -106,7 +106,7 @@ class LoadedModel:
         for signature in SIGNATURES:
             self.batchers[signature] = Batcher(
                 run_batch=functools.partial(self.run, signature),
-                executor=self._executor,
+                executor=self.executor,
                 max_batch_size=self._settings.max_batch_size,
                 max_delay=self._settings.max_delay_ms / 1000.0,
                 max_queue=self._settings.max_queue_images,
@@ -127,7 +127,7 @@ class LoadedModel:
     async def close(self) -> None:
         for batcher in self.batchers.values():
             await batcher.close()
-        self._executor.shutdown(wait=True)
+        self.executor.shutdown(wait=True)
 
 
 @dataclass
@@ -224,7 +224,9 @@ class ModelRepository:
         signatures = {name: saved.signatures[name] for name in SIGNATURES}
         model = LoadedModel(card, signatures, self.runtime, self.settings, self.metrics)
         model._saved = saved  # type: ignore[attr-defined]  # keeps the variables alive
-        model.warm_up()
+        # Warm up on the inference threads themselves: that is where requests will run.
+        for _ in range(self.settings.batch_threads):
+            model.executor.submit(model.warm_up).result()
         return model
 
     async def get(self, name: str, version: int | None = None) -> LoadedModel:

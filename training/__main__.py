@@ -48,6 +48,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="split the CPU into N logical devices and mirror over them",
     )
     parser.add_argument("--no-report", action="store_true", help="skip models/REPORT.md")
+    parser.add_argument(
+        "--skip-if-present",
+        action="store_true",
+        help="do nothing when the repository already holds a model version",
+    )
     parser.add_argument("--quiet", action="store_true", help="no per-epoch progress")
     args = parser.parse_args(argv)
     if args.name and args.variant == "all":
@@ -69,6 +74,9 @@ def model_name(variant: str, broadcast: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.skip_if_present and _has_models(args.out):
+        print(f"models: {args.out}/ already holds models; nothing to train (--skip-if-present)")
+        return 0
     from training.distribute import select_strategy
 
     # The strategy must exist before any other TensorFlow work (logical devices, TF_CONFIG).
@@ -107,6 +115,12 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_report:
         print(f"\nwrote {write_report(args.out)}")
     return 0
+
+
+def _has_models(repository: Path) -> bool:
+    from convbridge.layout import list_models, list_versions
+
+    return any(list_versions(repository / name) for name in list_models(repository))
 
 
 def print_summary(rows: list[tuple]) -> None:

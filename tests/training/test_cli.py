@@ -63,3 +63,10 @@ def test_mirrored_training_on_two_logical_cpus(tmp_path) -> None:
     assert card.dataset.train_samples == 512
     assert card.training.epochs_run == 1
     assert "gap" in result.stdout and "accuracy" in result.stdout
+
+
+def test_skip_if_present_leaves_a_filled_repository_alone(tmp_path, capsys) -> None:
+    (tmp_path / "gap" / "3").mkdir(parents=True)
+    assert main(["--variant", "all", "--out", str(tmp_path), "--skip-if-present"]) == 0
+    assert "nothing to train" in capsys.readouterr().out
+    assert [p.name for p in (tmp_path / "gap").iterdir()] == ["3"]

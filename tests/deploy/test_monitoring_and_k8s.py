@@ -1,0 +1,136 @@
+"""Prometheus, Grafana and Kubernetes files: valid, and naming only metrics the service exposes."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+
+import httpx
+import pytest
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from benchmarks.servers import ROOT
+
+DEPLOY = ROOT / "deploy"
+PROMQL_BUILTINS = {"up"}  # series Prometheus makes itself
+_METRIC = re.compile(r"\b((?:convbridge|process|python)_[a-z0-9_]+)\b")
+_SUFFIXES = {
+    "histogram": ("_bucket", "_sum", "_count"),
+    "counter": ("_total",),
+    "gauge": ("",),
+    "summary": ("_sum", "_count", ""),
+}
+
+
+def _promtool(*args: str) -> str:
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool is not installed (Debian package prometheus)")
+    result = subprocess.run([promtool, *args], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def test_promtool_accepts_the_config_and_rules() -> None:
+    assert "SUCCESS" in _promtool("check", "config", str(DEPLOY / "prometheus" / "prometheus.yml"))
+    assert "7 rules found" in _promtool("check", "rules", str(DEPLOY / "prometheus" / "rules.yml"))
+
+
+def dashboard_expressions() -> list[str]:
+    dashboard = json.loads((DEPLOY / "grafana" / "dashboards" / "convbridge.json").read_text())
+    return [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
+
+
+def rule_expressions() -> list[str]:
+    groups = yaml.safe_load((DEPLOY / "prometheus" / "rules.yml").read_text())["groups"]
+    return [rule["expr"] for group in groups for rule in group["rules"]]
+
+
+@pytest.fixture(scope="module")
+def exposed(server) -> set[str]:
+    """Every series name the live server's /metrics can expose, from its metric families."""
+    names = set()
+    for family in text_string_to_metric_families(httpx.get(f"{server.url}/metrics").text):
+        names.update(family.name + suffix for suffix in _SUFFIXES.get(family.type, ("",)))
+    return names
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+@pytest.mark.parametrize("source", ["dashboard", "rules"])
+def test_every_promql_expression_names_exposed_metrics(exposed, source) -> None:
+    expressions = dashboard_expressions() if source == "dashboard" else rule_expressions()
+    assert expressions
+    used = {name for expr in expressions for name in _METRIC.findall(expr)}
+    assert used - exposed == set(), f"{source} uses metrics /metrics does not expose"
+    assert {"convbridge_batch_size_sum", "convbridge_queue_depth"} <= used | exposed
+
+
+def test_the_dashboard_covers_what_operators_watch() -> None:
+    dashboard = json.loads((DEPLOY / "grafana" / "dashboards" / "convbridge.json").read_text())
+    titles = " | ".join(panel["title"] for panel in dashboard["panels"]).lower()
+    for topic in (
+        "request rate",
+        "p99",
+        "stage",
+        "batch size",
+        "queue depth",
+        "errors",
+        "versions loaded",
+    ):
+        assert topic in titles, topic
+    provisioning = yaml.safe_load(
+        (DEPLOY / "grafana" / "provisioning" / "datasources" / "prometheus.yml").read_text()
+    )
+    assert provisioning["datasources"][0]["uid"] == "prometheus"
+    uids = {panel["datasource"]["uid"] for panel in dashboard["panels"]}
+    assert uids == {"prometheus"}
+
+
+def _render(overlay: str) -> list[dict]:
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl (with its built-in kustomize) is not installed")
+    result = subprocess.run(
+        [kubectl, "kustomize", str(DEPLOY / "k8s" / overlay)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+def test_every_manifest_is_valid_yaml() -> None:
+    files = sorted((DEPLOY / "k8s").rglob("*.yaml"))
+    assert len(files) >= 8
+    for path in files:
+        assert list(yaml.safe_load_all(path.read_text())), path
+
+
+@pytest.mark.parametrize("overlay", ["base", "overlays/gpu"])
+def test_kustomize_renders_manifests_that_validate(overlay) -> None:
+    import kubernetes_validate
+
+    documents = _render(overlay)
+    kinds = sorted(doc["kind"] for doc in documents)
+    assert kinds == [
+        "ConfigMap",
+        "Deployment",
+        "HorizontalPodAutoscaler",
+        "Job",
+        "PersistentVolumeClaim",
+        "Service",
+    ]
+    for doc in documents:
+        kubernetes_validate.validate(doc, "1.30", strict=True)
+    deployment = next(doc for doc in documents if doc["kind"] == "Deployment")
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["command"][:3] == ["python", "-m", "service"]
+    gpus = container["resources"]["limits"].get("nvidia.com/gpu")
+    assert gpus == (1 if overlay.endswith("gpu") else None)
