@@ -2,7 +2,7 @@
 
 from fastapi import APIRouter
 
-from service.api import classify, feature_maps, health, models
+from service.api import classify, feature_maps, health, kserve, models, tfserving
 
 # Included one by one on the app: a router of routers costs a second match on every request.
 ROUTERS: tuple[APIRouter, ...] = (
@@ -10,4 +10,6 @@ ROUTERS: tuple[APIRouter, ...] = (
     feature_maps.router,
     models.router,
     health.router,
+    tfserving.router,
+    kserve.router,
 )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,7 +17,15 @@ from service.batching import (
     DeadlineExceededError,
     QueueFullError,
 )
-from service.errors import ApiError, not_found, timed_out, too_large, unavailable, unprocessable
+from service.errors import (
+    ApiError,
+    bad_request,
+    not_found,
+    timed_out,
+    too_large,
+    unavailable,
+    unprocessable,
+)
 from service.imaging import DecodedImage, ImageError, decode_image
 from service.repository import LoadedModel, ModelNotFoundError, ModelNotReadyError, ModelRepository
 from service.state import AppState
@@ -168,3 +178,32 @@ class Counted:
             count(self.state, self.name, self.endpoint, error.status)
         elif isinstance(error, Exception):
             count(self.state, self.name, self.endpoint, 500)
+
+
+@asynccontextmanager
+async def protocol_status_codes() -> AsyncIterator[None]:
+    """TF Serving and KServe answer 400 (invalid argument) where the native API says 415/422."""
+    try:
+        yield
+    except ApiError as error:
+        if error.status in (415, 422):
+            error.status = 400
+        raise
+
+
+def parse_version(text: str | None) -> int | None:
+    if text is None:
+        return None
+    if not text.isdigit() or int(text) < 1:
+        raise bad_request(f"version {text!r} must be a positive integer")
+    return int(text)
+
+
+def stage_timings(decode: float, stats: BatchStats, encode_started: float) -> dict[str, float]:
+    """Seconds per stage of one request; encoding ends now."""
+    return {
+        "decode": decode,
+        "queue": stats.queue_seconds,
+        "compute": stats.compute_seconds,
+        "encode": time.perf_counter() - encode_started,
+    }

@@ -1,0 +1,200 @@
+"""KServe v2 / Open Inference Protocol: JSON tensors, the binary tensor data extension and the
+classification extension, as NVIDIA's tritonclient speaks them."""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import orjson
+
+from convbridge.card import ModelCard
+from service.errors import bad_request
+from service.protocols.tensors import pixels_from_values
+
+HEADER_LENGTH = "inference-header-content-length"
+PROBABILITIES = "probabilities"
+_DTYPES = {"UINT8": np.uint8, "FP32": np.float32}
+
+
+@dataclass(frozen=True)
+class RequestedOutput:
+    name: str
+    binary: bool
+    classification: int = 0  # top-k as "score:index:label" strings when > 0
+
+
+@dataclass(frozen=True)
+class InferRequest:
+    images: np.ndarray  # uint8 (n, height, width, channels)
+    outputs: list[RequestedOutput]
+    request_id: str | None = None
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+
+def model_metadata(card: ModelCard, versions: list[int]) -> dict[str, Any]:
+    outputs = [{"name": PROBABILITIES, "datatype": "FP32", "shape": [-1, len(card.classes)]}]
+    outputs += [
+        {"name": layer.name, "datatype": "FP32", "shape": [-1, *layer.shape]}
+        for layer in card.layers
+    ]
+    return {
+        "name": card.name,
+        "versions": [str(v) for v in versions],
+        "platform": "tensorflow_savedmodel",
+        "inputs": [
+            {"name": card.input.name, "datatype": "UINT8", "shape": [-1, *card.input.shape]}
+        ],
+        "outputs": outputs,
+    }
+
+
+def split_body(body: bytes, header_length: str | None) -> tuple[Any, bytes]:
+    """The JSON header and the binary tensor data that follows it."""
+    if header_length is None:
+        json_part, binary = body, b""
+    else:
+        if not header_length.isdigit() or int(header_length) > len(body):
+            raise bad_request(
+                f"Inference-Header-Content-Length {header_length!r} does not fit "
+                f"a body of {len(body)} bytes"
+            )
+        json_part, binary = body[: int(header_length)], body[int(header_length) :]
+    try:
+        return orjson.loads(json_part), binary
+    except orjson.JSONDecodeError as error:
+        raise bad_request(f"the inference request header is not valid JSON: {error}") from None
+
+
+def parse_infer(document: Any, binary: bytes, card: ModelCard, max_images: int) -> InferRequest:
+    """Validate an inference request against the model and decode its one input tensor."""
+    if not isinstance(document, dict) or not isinstance(document.get("inputs"), list):
+        raise bad_request("the request must be a JSON object with an 'inputs' list")
+    if len(document["inputs"]) != 1 or not isinstance(document["inputs"][0], dict):
+        raise bad_request(f"send exactly one input, {card.input.name!r}")
+    tensor = document["inputs"][0]
+    if tensor.get("name") != card.input.name:
+        raise bad_request(f"unknown input {tensor.get('name')!r}; the input is {card.input.name!r}")
+    images = _input_tensor(tensor, binary, card)
+    if len(images) > max_images:
+        raise bad_request(f"too many images: at most {max_images} per request")
+    parameters = document.get("parameters") or {}
+    if not isinstance(parameters, dict):
+        raise bad_request("'parameters' must be an object")
+    outputs = _requested_outputs(
+        document.get("outputs"), card, bool(parameters.get("binary_data_output", False))
+    )
+    request_id = document.get("id")
+    return InferRequest(
+        images, outputs, str(request_id) if request_id is not None else None, parameters
+    )
+
+
+def _input_tensor(tensor: dict[str, Any], binary: bytes, card: ModelCard) -> np.ndarray:
+    datatype, shape = tensor.get("datatype"), tensor.get("shape")
+    if datatype not in _DTYPES:
+        raise bad_request(f"input datatype {datatype!r} is not supported; use UINT8 or FP32")
+    expected = [*card.input.shape]
+    if (
+        not isinstance(shape, list)
+        or len(shape) != 4
+        or shape[1:] != expected
+        or not isinstance(shape[0], int)
+        or shape[0] < 1
+    ):
+        raise bad_request(f"input shape {shape} must be [batch, {', '.join(map(str, expected))}]")
+    count = int(np.prod(shape))
+    size = (tensor.get("parameters") or {}).get("binary_data_size")
+    if size is not None:
+        itemsize = np.dtype(_DTYPES[datatype]).itemsize
+        if size != count * itemsize or size > len(binary):
+            raise bad_request(
+                f"binary_data_size {size} does not match shape {shape} of "
+                f"{datatype} ({count * itemsize} bytes; {len(binary)} sent)"
+            )
+        raw = np.frombuffer(binary[:size], dtype=_DTYPES[datatype])
+        pixels = raw if datatype == "UINT8" else pixels_from_values(raw, "input", whole=False)
+    elif "data" in tensor:
+        pixels = pixels_from_values(tensor["data"], "input data", whole=datatype == "UINT8")
+        if pixels.size != count:
+            raise bad_request(f"input data has {pixels.size} values; shape {shape} needs {count}")
+    else:
+        raise bad_request("the input has neither 'data' nor parameters.binary_data_size")
+    return pixels.reshape(shape)
+
+
+def _requested_outputs(spec: Any, card: ModelCard, binary_default: bool) -> list[RequestedOutput]:
+    valid = [PROBABILITIES, *card.layer_names]
+    if spec is None:
+        return [RequestedOutput(name, binary_default) for name in valid]
+    if not isinstance(spec, list) or not spec:
+        raise bad_request("'outputs' must be a non-empty list of {\"name\": ...}")
+    outputs = []
+    for item in spec:
+        name = item.get("name") if isinstance(item, dict) else None
+        if name not in valid:
+            raise bad_request(f"unknown output {name!r}; outputs: {', '.join(valid)}")
+        parameters = item.get("parameters") or {}
+        classification = int(parameters.get("classification", 0) or 0)
+        if classification and name != PROBABILITIES:
+            raise bad_request("the classification extension applies to 'probabilities' only")
+        binary = bool(parameters.get("binary_data", binary_default))
+        outputs.append(RequestedOutput(name, binary, max(0, classification)))
+    return outputs
+
+
+def encode_response(
+    request: InferRequest, results: dict[str, np.ndarray], card: ModelCard
+) -> tuple[bytes, int | None]:
+    """The response body, and the JSON header's length when binary data follows it."""
+    tensors, chunks = [], []
+    for output in request.outputs:
+        values = results[output.name]
+        if output.classification:
+            datatype, values = "BYTES", _classify(values, output.classification, card.classes)
+        else:
+            datatype, values = "FP32", values.astype(np.float32, copy=False)
+        tensor: dict[str, Any] = {
+            "name": output.name,
+            "datatype": datatype,
+            "shape": list(values.shape),
+        }
+        if output.binary:
+            raw = _bytes_tensor(values) if datatype == "BYTES" else values.tobytes()
+            tensor["parameters"] = {"binary_data_size": len(raw)}
+            chunks.append(raw)
+        else:
+            tensor["data"] = values.ravel().tolist()
+        tensors.append(tensor)
+    document: dict[str, Any] = {
+        "model_name": card.name,
+        "model_version": str(card.version),
+        "outputs": tensors,
+    }
+    if request.request_id is not None:
+        document["id"] = request.request_id
+    header = orjson.dumps(document)
+    if not chunks:
+        return header, None
+    return header + b"".join(chunks), len(header)
+
+
+def _classify(probabilities: np.ndarray, k: int, classes: tuple[str, ...]) -> np.ndarray:
+    k = min(k, probabilities.shape[1])
+    best = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
+    rows = [
+        [f"{row[i]:.6f}:{i}:{classes[i]}" for i in indices]
+        for row, indices in zip(probabilities, best, strict=True)
+    ]
+    return np.array(rows, dtype=object)
+
+
+def _bytes_tensor(values: np.ndarray) -> bytes:
+    """Triton's BYTES wire form: each element as a 4-byte little-endian length and its bytes."""
+    parts = []
+    for item in values.ravel():
+        encoded = str(item).encode()
+        parts.append(struct.pack("<I", len(encoded)) + encoded)
+    return b"".join(parts)

@@ -1,0 +1,121 @@
+"""TF Serving's REST API: status, metadata, and predict in row and columnar form."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from convbridge.card import ModelCard
+from service.errors import bad_request
+from service.protocols.tensors import check_image_shape, decode_b64_image, pixels_from_values
+
+SIGNATURES = ("serving_default", "feature_maps")
+# TF Serving's ModelVersionStatus states for ours.
+STATES = {"ready": "AVAILABLE", "loading": "LOADING", "failed": "END", "available": "START"}
+
+
+@dataclass(frozen=True)
+class PredictRequest:
+    signature: str
+    columnar: bool
+    images: np.ndarray  # uint8 (n, height, width, channels)
+
+
+def version_status(version: int, state: str, error: str | None) -> dict[str, Any]:
+    return {
+        "version": str(version),
+        "state": STATES.get(state, "UNKNOWN"),
+        "status": {"error_code": "UNKNOWN" if error else "OK", "error_message": error or ""},
+    }
+
+
+def _tensor_info(name: str, dtype: str, shape: list[int]) -> dict[str, Any]:
+    return {
+        "dtype": dtype,
+        "tensor_shape": {
+            "dim": [{"size": str(size), "name": ""} for size in shape],
+            "unknown_rank": False,
+        },
+        "name": name,
+    }
+
+
+def metadata(card: ModelCard) -> dict[str, Any]:
+    """model_spec and signature_def in TF Serving's JSON form, from the model card."""
+    image = [-1, *card.input.shape]
+    inputs = {card.input.name: _tensor_info(f"{{}}_{card.input.name}:0", "DT_UINT8", image)}
+    layers = {
+        layer.name: _tensor_info(f"StatefulPartitionedCall:{i}", "DT_FLOAT", [-1, *layer.shape])
+        for i, layer in enumerate(card.layers)
+    }
+    probabilities = _tensor_info("StatefulPartitionedCall:0", "DT_FLOAT", [-1, len(card.classes)])
+    signatures = {}
+    for name, outputs in (
+        ("serving_default", {"probabilities": probabilities}),
+        ("feature_maps", layers),
+    ):
+        named_inputs = {k: {**v, "name": v["name"].format(name)} for k, v in inputs.items()}
+        signatures[name] = {
+            "inputs": named_inputs,
+            "outputs": outputs,
+            "method_name": "tensorflow/serving/predict",
+            "defaults": {},
+        }
+    return {
+        "model_spec": {"name": card.name, "signature_name": "", "version": str(card.version)},
+        "metadata": {"signature_def": {"signature_def": signatures}},
+    }
+
+
+def parse_predict(body: Any, card: ModelCard, max_pixels: int, max_images: int) -> PredictRequest:
+    """Validate a predict body and turn it into a uint8 batch."""
+    if not isinstance(body, dict):
+        raise bad_request("the request body must be a JSON object with 'instances' or 'inputs'")
+    signature = body.get("signature_name", "serving_default") or "serving_default"
+    if signature not in SIGNATURES:
+        raise bad_request(
+            f'Serving signature name: "{signature}" not found in signature def; '
+            f"valid: {', '.join(SIGNATURES)}"
+        )
+    if ("instances" in body) == ("inputs" in body):
+        raise bad_request("send exactly one of 'instances' (row format) or 'inputs' (columnar)")
+    columnar = "inputs" in body
+    values = body["inputs"] if columnar else body["instances"]
+    if isinstance(values, dict):  # named inputs: our signatures have one, `images`
+        unknown = set(values) - {card.input.name}
+        if unknown or card.input.name not in values:
+            raise bad_request(f"the only input is {card.input.name!r}; got {sorted(values)}")
+        values = values[card.input.name]
+    if not isinstance(values, list) or not values:
+        raise bad_request("'instances'/'inputs' must be a non-empty list of images")
+    if len(values) > max_images:
+        raise bad_request(f"too many instances: at most {max_images} per request")
+    images = [_instance(item, card, max_pixels, f"instance {i}") for i, item in enumerate(values)]
+    return PredictRequest(signature, columnar, np.stack(images))
+
+
+def _instance(item: Any, card: ModelCard, max_pixels: int, where: str) -> np.ndarray:
+    if isinstance(item, dict) and set(item) == {card.input.name}:
+        item = item[card.input.name]
+    if isinstance(item, dict):
+        if set(item) != {"b64"}:
+            raise bad_request(
+                f'{where}: an object must be {{"b64": ...}} or '
+                f'{{"{card.input.name}": ...}}, not keys {sorted(item)}'
+            )
+        return decode_b64_image(item["b64"], card, max_pixels, where)
+    return check_image_shape(pixels_from_values(item, where), card, where)
+
+
+def predict_response(outputs: dict[str, np.ndarray], columnar: bool) -> dict[str, Any]:
+    """`predictions` (row) or `outputs` (columnar), collapsed for one output as TF Serving does."""
+    if columnar:
+        return {"outputs": next(iter(outputs.values())) if len(outputs) == 1 else outputs}
+    if len(outputs) == 1:
+        return {"predictions": next(iter(outputs.values()))}
+    count = len(next(iter(outputs.values())))
+    return {
+        "predictions": [{name: value[i] for name, value in outputs.items()} for i in range(count)]
+    }
