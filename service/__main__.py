@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -40,6 +41,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from service.main import create_app
 
+    # On SIGTERM uvicorn stops accepting, drains in-flight requests (and the lifespan drains
+    # the batch queues), then re-raises the signal. A no-op handler underneath turns that
+    # into a normal exit, status 0, which orchestrators read as a clean stop.
+    signal.signal(signal.SIGTERM, lambda signum, frame: None)
     # One worker per process: each worker would hold its own copy of every model, and the
     # batcher works best when it sees all the traffic. Scale out with replicas instead.
     uvicorn.run(

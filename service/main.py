@@ -35,6 +35,12 @@ async def _start_models(state: AppState) -> None:
         repository = ModelRepository(state.settings, state.metrics, state.runtime)
         state.repository = repository
         await repository.load_initial()
+        if state.settings.poll_interval_s > 0:
+            from service.reload import Reloader
+
+            state.reloader = asyncio.create_task(
+                Reloader(repository).run(state.settings.poll_interval_s), name="reload"
+            )
         ready, models = repository.readiness()
         log.info("start-up finished: ready=%s models=%s", ready, models)
     except Exception as error:  # reported by /readyz; the process stays up for diagnosis
@@ -56,6 +62,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
     finally:
         state.loader.cancel()
+        if state.reloader is not None:
+            state.reloader.cancel()
         if state.repository is not None:
             await state.repository.close()
         state.decoder.shutdown(wait=False, cancel_futures=True)

@@ -74,6 +74,8 @@ class LoadedModel:
             settings.batch_threads, thread_name_prefix=f"infer-{card.name}-{card.version}"
         )
         self.batchers: dict[str, Batcher] = {}
+        # Requests holding this version; unloading waits for them (see ModelRepository.unload).
+        self.leases = 0
         self._settings = settings
         self._metrics = metrics
         self.batch_sizes = settings.batch_sizes(runtime.kind)
@@ -274,6 +276,31 @@ class ModelRepository:
         if self.settings.require_all_models:
             return all(s == State.READY for s in states.values()) and bool(states), states
         return any(s == State.READY for s in states.values()), states
+
+    async def unload(self, name: str, version: int, forget: bool = False) -> None:
+        """Stop serving a version, let its requests finish, then free it.
+
+        New requests stop finding it at once; requests that already hold it (leases) and
+        everything in its queues finish on it first, within the request timeout.
+        """
+        entry = self.entries.get(name, {}).get(version)
+        if entry is None:
+            return
+        model, entry.model, entry.task = entry.model, None, None
+        entry.state = State.AVAILABLE
+        if forget:
+            del self.entries[name][version]
+        if model is None:
+            return
+        deadline = time.monotonic() + self.settings.request_timeout_s + 1
+        while model.leases > 0 and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        await model.close()
+        try:
+            self.metrics.model_loaded.remove(name, str(version), self.runtime.device)
+        except KeyError:
+            pass
+        log.info("model %s version %s unloaded", name, version)
 
     async def close(self) -> None:
         for versions in self.entries.values():

@@ -36,6 +36,13 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(25_000_000, ge=64, description="largest decoded image, pixels")
     max_images_per_request: int = Field(64, ge=1, description="images in one classify request")
 
+    poll_interval_s: float = Field(
+        0.0, ge=0, le=3600, description="repository polling for new versions; 0 turns it off"
+    )
+    keep_versions: int = Field(1, ge=1, le=100, description="newest ready versions kept loaded")
+    pinned_versions: dict[str, list[int]] = Field(
+        default_factory=dict, description='versions kept loaded whatever their age: {"gap": [1]}'
+    )
     require_all_models: bool = Field(
         False, description="/readyz waits for every model, even one that failed to load"
     )

@@ -21,5 +21,6 @@ class AppState:
     repository: ModelRepository | None = None
     decoder: ThreadPoolExecutor | None = None
     loader: asyncio.Task[None] | None = None
+    reloader: asyncio.Task[None] | None = None
     startup_error: str | None = None
     started: float = field(default_factory=time.time)

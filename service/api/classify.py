@@ -34,8 +34,8 @@ async def classify(
     """Send a raw image body (`Content-Type: image/png`...) or multipart `images` files."""
     # The hot path: state comes off the request rather than through Depends (measurably cheaper).
     state, repository = app_state(request), app_repository(request)
-    async with Counted(state, name, "classify"):
-        model = await find_model(repository, name, version)
+    async with Counted(state, name, "classify") as scope:
+        model = scope.hold(await find_model(repository, name, version))
         uploads = await read_uploads(request, state.settings.max_images_per_request)
         result = await infer(state, model, "serving_default", uploads)
         started = time.perf_counter()

@@ -53,8 +53,8 @@ async def feature_maps(
 ) -> Response:
     """Send one image; pick layers, channels, a reduction and a format."""
     state, repository = app_state(request), app_repository(request)
-    async with Counted(state, name, "feature_maps"):
-        model = await find_model(repository, name, version)
+    async with Counted(state, name, "feature_maps") as scope:
+        model = scope.hold(await find_model(repository, name, version))
         wanted = _layer_names(model, layers)
         uploads = await read_uploads(request, state.settings.max_images_per_request)
         one_image(len(uploads))

@@ -86,8 +86,8 @@ async def model_ready(
 async def infer(request: Request, name: ModelName, version: str | None = None) -> Response:
     """JSON tensors, or a JSON header plus binary tensors (`Inference-Header-Content-Length`)."""
     state = app_state(request)
-    async with Counted(state, name, "kserve_infer"), protocol_status_codes():
-        model = await find_model(app_repository(request), name, parse_version(version))
+    async with Counted(state, name, "kserve_infer") as scope, protocol_status_codes():
+        model = scope.hold(await find_model(app_repository(request), name, parse_version(version)))
         started = time.perf_counter()
         body = await request.body()
         header = request.headers.get(kserve.HEADER_LENGTH)

@@ -161,10 +161,17 @@ def one_image(count_: int) -> None:
 
 
 class Counted:
-    """Counts one inference request in convbridge_requests_total by its final status."""
+    """One inference request: counted by its final status, holding the model versions it uses."""
 
     def __init__(self, state: AppState, name: str, endpoint: str) -> None:
         self.state, self.name, self.endpoint = state, name, endpoint
+        self.held: list[LoadedModel] = []
+
+    def hold(self, model: LoadedModel) -> LoadedModel:
+        """Keep ``model`` loaded until this request is answered (hot reload waits for it)."""
+        model.leases += 1
+        self.held.append(model)
+        return model
 
     async def __aenter__(self) -> Counted:
         return self
@@ -172,6 +179,8 @@ class Counted:
     async def __aexit__(
         self, kind: type[BaseException] | None, error: BaseException | None, _: object
     ) -> None:
+        for model in self.held:
+            model.leases -= 1
         if kind is None:
             count(self.state, self.name, self.endpoint, 200)
         elif isinstance(error, ApiError):

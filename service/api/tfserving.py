@@ -76,8 +76,8 @@ async def labels(name: ModelName, label: str) -> OrjsonResponse:
 async def predict(request: Request, name: ModelName, version: str | None = None) -> OrjsonResponse:
     """`{"instances": [...]}` or `{"inputs": ...}`: pixel lists or `{"b64": <image file>}`."""
     state = app_state(request)
-    async with Counted(state, name, "tfserving_predict"), protocol_status_codes():
-        model = await _model(app_repository(request), name, version)
+    async with Counted(state, name, "tfserving_predict") as scope, protocol_status_codes():
+        model = scope.hold(await _model(app_repository(request), name, version))
         started = time.perf_counter()
         body = await request.body()
         loop = asyncio.get_running_loop()

@@ -1,0 +1,110 @@
+"""Hot reload under load, over a real socket: new versions take over, broken ones do not."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import start_server
+from tests.images import digit_png
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+
+def publish(source: Path, repository: Path, name: str, version: int, corrupt: bool = False) -> None:
+    """Put a copy of ``source`` into the repository as ``name/version``, atomically."""
+    staging = repository / name / f".tmp-{uuid.uuid4().hex}"
+    shutil.copytree(source, staging)
+    card_file = staging / "assets.extra" / "model_card.json"
+    card = json.loads(card_file.read_text())
+    card.update(name=name, version=version)
+    card_file.write_text(json.dumps(card))
+    if corrupt:
+        (staging / "saved_model.pb").write_bytes(b"not a SavedModel")
+    staging.rename(repository / name / str(version))
+
+
+def wait_for(condition, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.1)
+    raise AssertionError("condition not reached in time")
+
+
+def versions(client: httpx.Client, name: str) -> dict[int, str]:
+    response = client.get(f"/models/{name}")
+    if response.status_code != 200:
+        return {}
+    return {v["version"]: v["state"] for v in response.json()["versions"]}
+
+
+def test_new_versions_take_over_without_failed_requests(demo_repository, digits, tmp_path) -> None:
+    repository = tmp_path / "models"
+    (repository / "gap").mkdir(parents=True)
+    publish(demo_repository / "gap" / "1", repository, "gap", 1)
+    server = start_server(repository, tmp_path / "server.log", CONVBRIDGE_POLL_INTERVAL_S="0.2")
+    answers: list[tuple[int, int | None]] = []
+    stop = threading.Event()
+    png = digit_png(digits.test.images[0])
+
+    def traffic() -> None:
+        with httpx.Client(base_url=server.url, timeout=30) as http:
+            deadline = time.monotonic() + 120  # bounded even if the test fails early
+            while not stop.is_set() and time.monotonic() < deadline:
+                response = http.post(
+                    "/models/gap/classify", content=png, headers={"Content-Type": "image/png"}
+                )
+                version = response.json().get("version") if response.status_code == 200 else None
+                answers.append((response.status_code, version))
+
+    worker = threading.Thread(target=traffic)
+    try:
+        server.wait_ready()
+        worker.start()
+        client = httpx.Client(base_url=server.url, timeout=30)
+        wait_for(lambda: len(answers) > 20)
+        publish(demo_repository / "gap" / "1", repository, "gap", 2)
+        wait_for(lambda: any(version == 2 for _, version in answers[-5:]))
+        publish(demo_repository / "gap" / "1", repository, "gap", 3, corrupt=True)
+        wait_for(lambda: versions(client, "gap").get(3) == "failed")
+        time.sleep(1.0)  # keep sending while the failed version sits there
+        stop.set()
+        worker.join()
+
+        assert answers and {status for status, _ in answers} == {200}  # zero failed requests
+        assert {version for _, version in answers} == {1, 2}
+        assert answers[-1][1] == 2  # the broken v3 never took traffic
+        assert versions(client, "gap") == {1: "available", 2: "ready", 3: "failed"}
+        metrics = client.get("/metrics").text
+        assert 'convbridge_model_load_failures_total{model="gap",version="3"} 1.0' in metrics
+        assert 'convbridge_model_loaded{device="/CPU:0",model="gap",version="1"}' not in metrics
+        assert 'convbridge_model_loaded{device="/CPU:0",model="gap",version="2"} 1.0' in metrics
+
+        # A model folder that appears is loaded; one that disappears is unloaded.
+        (repository / "gmp").mkdir()
+        publish(demo_repository / "gmp" / "1", repository, "gmp", 1)
+        wait_for(lambda: versions(client, "gmp").get(1) == "ready")
+        assert (
+            client.post(
+                "/models/gmp/classify", content=png, headers={"Content-Type": "image/png"}
+            ).status_code
+            == 200
+        )
+        shutil.rmtree(repository / "gmp")
+        wait_for(lambda: client.get("/models/gmp").status_code == 404)
+        assert [m["name"] for m in client.get("/models").json()["models"]] == ["gap"]
+        client.close()
+    finally:
+        stop.set()
+        if worker.is_alive():
+            worker.join()
+        assert server.stop() == 0
