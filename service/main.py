@@ -15,7 +15,7 @@ from service.api import ROUTERS
 from service.handlers import install_error_handlers
 from service.imaging import warm_up_decoder
 from service.metrics import Metrics
-from service.middleware import BodyLimitMiddleware, MetricsMiddleware
+from service.middleware import BearerTokenMiddleware, BodyLimitMiddleware, MetricsMiddleware
 from service.runtime import Runtime
 from service.settings import Settings
 from service.state import AppState
@@ -83,6 +83,9 @@ def create_app(
     )
     app.state.convbridge = AppState(settings=settings, metrics=metrics, runtime=runtime)
     install_error_handlers(app)
+    # Added first, so it runs inside CORS: preflight requests carry no token.
+    if settings.api_token is not None:
+        app.add_middleware(BearerTokenMiddleware, token=settings.api_token.get_secret_value())
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import hmac
 import time
-from typing import Any
 
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api.uploads import BodyTooLargeError
+from service.errors import ApiError
 from service.metrics import Metrics
 
 
@@ -40,6 +41,31 @@ class MetricsMiddleware:
             self.metrics.http_duration.labels(scope["method"], template, str(status)).observe(
                 time.perf_counter() - started
             )
+
+
+class BearerTokenMiddleware:
+    """401 unless ``Authorization: Bearer <token>``, except for health checks and metrics."""
+
+    OPEN = frozenset({"/healthz", "/readyz", "/metrics", "/v2/health/live", "/v2/health/ready"})
+
+    def __init__(self, app: ASGIApp, token: str) -> None:
+        self.app = app
+        self.expected = f"Bearer {token}".encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in self.OPEN or scope["method"] == "OPTIONS":
+            await self.app(scope, receive, send)
+            return
+        given = dict(scope.get("headers", [])).get(b"authorization", b"")
+        if hmac.compare_digest(given, self.expected):
+            await self.app(scope, receive, send)
+            return
+        error = ApiError(
+            401,
+            "missing or wrong bearer token: send 'Authorization: Bearer <token>'",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+        await _reject(send, error)
 
 
 class BodyLimitMiddleware:
@@ -81,17 +107,13 @@ def _content_length(scope: Scope) -> int | None:
     return None
 
 
-async def _reject(send: Send, error: Any) -> None:
+async def _reject(send: Send, error: ApiError) -> None:
     body = orjson.dumps(error.body())
-    await send(
-        {
-            "type": "http.response.start",
-            "status": error.status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"connection", b"close"),
-            ],
-        }
-    )
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"connection", b"close"),
+    ]
+    headers += [(key.lower().encode(), value.encode()) for key, value in error.headers.items()]
+    await send({"type": "http.response.start", "status": error.status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     )
     require_all_models: bool = Field(
         False, description="/readyz waits for every model, even one that failed to load"
+    )
+    api_token: SecretStr | None = Field(
+        None, description="when set, every route but health and metrics needs this bearer token"
     )
     cors_origins: list[str] = Field(default_factory=list, description="allowed CORS origins")
     log_format: Literal["text", "json"] = "text"
