@@ -208,7 +208,7 @@ class Batcher:
             self._arrived.clear()
             await self._arrived.wait()
         flush_at = time.monotonic() + self.max_delay
-        while self._announced > 0 and self._pending_images() < self.max_batch_size:
+        while self._announced > 0 and self._queued_images < self.max_batch_size:
             remaining = flush_at - time.monotonic()
             if remaining <= 0:
                 break
@@ -218,9 +218,6 @@ class Batcher:
             except TimeoutError:
                 break
         return self._take()
-
-    def _pending_images(self) -> int:
-        return sum(len(item.images) for item in self._items)
 
     def _take(self) -> list[_Item]:
         batch: list[_Item] = []

@@ -227,8 +227,11 @@ class ModelRepository:
         model = LoadedModel(card, signatures, self.runtime, self.settings, self.metrics)
         model._saved = saved  # type: ignore[attr-defined]  # keeps the variables alive
         # Warm up on the inference threads themselves: that is where requests will run.
-        for _ in range(self.settings.batch_threads):
-            model.executor.submit(model.warm_up).result()
+        # Submitted together, each job starts its own thread (a waited-for job frees its thread
+        # for the next, which would warm one thread several times).
+        warming = [model.executor.submit(model.warm_up) for _ in range(self.settings.batch_threads)]
+        for job in warming:
+            job.result()
         return model
 
     async def get(self, name: str, version: int | None = None) -> LoadedModel:
