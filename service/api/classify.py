@@ -8,11 +8,11 @@ from typing import Any
 import numpy as np
 from fastapi import APIRouter, Query, Request
 
-from service.api.pipeline import Counted, find_model, infer, record
+from service.api.pipeline import Counted, find_model, infer, record, stage_timings
 from service.api.uploads import read_uploads
 from service.deps import ModelName, Version, app_repository, app_state
 from service.openapi import ERRORS, IMAGE_BODY
-from service.responses import OrjsonResponse, server_timing
+from service.responses import OrjsonResponse, milliseconds, server_timing
 from service.schemas import ClassifyResponse
 
 router = APIRouter(tags=["native"])
@@ -53,16 +53,14 @@ async def classify(
                     "image": {"filename": upload.filename, **image.describe()},
                 }
             )
-        timings = result.timings()
+        timings = stage_timings(result.decode_seconds, result.stats, started)
         body = {
             "model": model.name,
             "version": model.version,
             "device": model.device,
             "predictions": predictions,
-            "timings_ms": {},
+            "timings_ms": milliseconds(timings),
         }
-        timings["encode"] = time.perf_counter() - started
-        body["timings_ms"] = {stage: round(s * 1000, 3) for stage, s in timings.items()}
         record(state, model, timings)
         return OrjsonResponse(
             body,

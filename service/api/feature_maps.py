@@ -8,7 +8,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
-from service.api.pipeline import Counted, find_model, infer, one_image, record
+from service.api.pipeline import Counted, find_model, infer, one_image, record, stage_timings
 from service.api.uploads import read_uploads
 from service.deps import ModelName, Version, app_repository, app_state
 from service.errors import unprocessable
@@ -16,7 +16,7 @@ from service.featuremaps import LayerOutput, SelectionError, encode_npy, select_
 from service.openapi import ERRORS, IMAGE_BODY
 from service.rendering import RenderError, render_png
 from service.repository import LoadedModel
-from service.responses import OrjsonResponse, server_timing
+from service.responses import OrjsonResponse, milliseconds, server_timing
 from service.schemas import FeatureMapsResponse
 
 router = APIRouter(tags=["native"])
@@ -61,7 +61,6 @@ async def feature_maps(
         result = await infer(state, model, "feature_maps", uploads)
         started = time.perf_counter()
         selected = _select(wanted, result.outputs, channels, reduce, format)
-        timings = result.timings()
         headers = {"X-Model-Version": str(model.version)}
         if format == "json":
             body = {
@@ -70,12 +69,12 @@ async def feature_maps(
                 "image": {"filename": uploads[0].filename, **result.images[0].describe()},
                 "layers": {o.name: {**o.summary(), "values": o.values} for o in selected},
             }
-            timings["encode"] = time.perf_counter() - started
-            body["timings_ms"] = {stage: round(s * 1000, 3) for stage, s in timings.items()}
+            timings = stage_timings(result.decode_seconds, result.stats, started)
+            body["timings_ms"] = milliseconds(timings)
             response: Response = OrjsonResponse(body, headers=headers)
         else:
             response = _binary(model, selected, format, headers)
-            timings["encode"] = time.perf_counter() - started
+            timings = stage_timings(result.decode_seconds, result.stats, started)
         response.headers["Server-Timing"] = server_timing(timings)
         record(state, model, timings)
         return response

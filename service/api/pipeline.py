@@ -22,7 +22,6 @@ from service.errors import (
     bad_request,
     not_found,
     timed_out,
-    too_large,
     unavailable,
     unprocessable,
 )
@@ -83,13 +82,6 @@ class Inference:
     stats: BatchStats
     decode_seconds: float
 
-    def timings(self) -> dict[str, float]:
-        return {
-            "decode": self.decode_seconds,
-            "queue": self.stats.queue_seconds,
-            "compute": self.stats.compute_seconds,
-        }
-
 
 async def infer(
     state: AppState, model: LoadedModel, signature: str, uploads: list[Upload]
@@ -148,11 +140,6 @@ def count(state: AppState, name: str, endpoint: str, status: int) -> None:
     repository = state.repository
     if repository is not None and name in repository.entries:
         state.metrics.requests.labels(name, endpoint, outcome_of(status)).inc()
-
-
-def check_image_count(count_: int, limit: int) -> None:
-    if count_ > limit:
-        raise too_large(f"too many images: at most {limit} per request", limit_images=limit)
 
 
 def one_image(count_: int) -> None:

@@ -93,8 +93,6 @@ async def _read_multipart(request: Request, max_images: int) -> list[Upload]:
             if not data:
                 raise bad_request(f"the file {field.filename!r} is empty (0 bytes)")
             uploads.append(Upload(data, field.filename, field.content_type or ""))
-        if len(uploads) > max_images:
-            raise too_many(max_images)
         return uploads
     finally:
         await form.close()

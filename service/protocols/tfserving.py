@@ -45,7 +45,6 @@ def _tensor_info(name: str, dtype: str, shape: list[int]) -> dict[str, Any]:
 def metadata(card: ModelCard) -> dict[str, Any]:
     """model_spec and signature_def in TF Serving's JSON form, from the model card."""
     image = [-1, *card.input.shape]
-    inputs = {card.input.name: _tensor_info(f"{{}}_{card.input.name}:0", "DT_UINT8", image)}
     layers = {
         layer.name: _tensor_info(f"StatefulPartitionedCall:{i}", "DT_FLOAT", [-1, *layer.shape])
         for i, layer in enumerate(card.layers)
@@ -56,9 +55,9 @@ def metadata(card: ModelCard) -> dict[str, Any]:
         ("serving_default", {"probabilities": probabilities}),
         ("feature_maps", layers),
     ):
-        named_inputs = {k: {**v, "name": v["name"].format(name)} for k, v in inputs.items()}
+        tensor = _tensor_info(f"{name}_{card.input.name}:0", "DT_UINT8", image)
         signatures[name] = {
-            "inputs": named_inputs,
+            "inputs": {card.input.name: tensor},
             "outputs": outputs,
             "method_name": "tensorflow/serving/predict",
             "defaults": {},
