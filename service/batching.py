@@ -94,6 +94,22 @@ class Batcher:
     def queued_images(self) -> int:
         return self._queued_images
 
+    def admit(self) -> None:
+        """Let one more request in, or refuse it at once with QueueFullError.
+
+        Called before the request's body is read, so an overloaded model costs a refused
+        client nothing but the round trip. An admitted request counts as one announced image
+        until it knows its images: it then withdraws that one and announces them.
+        """
+        if self._closed:
+            raise QueueFullError("the batcher is shutting down")
+        pending = self._queued_images + self._announced
+        if pending >= self.max_queue:
+            raise QueueFullError(
+                f"{pending} images are queued or on their way; the limit is {self.max_queue}"
+            )
+        self._announced += 1
+
     def announce(self, count: int) -> None:
         """Say that ``count`` images will be submitted soon (they are being decoded)."""
         self._announced += count

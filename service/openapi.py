@@ -38,3 +38,126 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     503: {"model": ErrorBody, "description": "Overloaded or not ready; see Retry-After"},
     504: {"model": ErrorBody, "description": "The request's deadline passed"},
 }
+
+# TF Serving and KServe say 400 (invalid argument) where the native API says 415 or 422.
+PROTOCOL_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: ERRORS[status] for status in (400, 404, 413, 503, 504)
+}
+
+TIMEOUT_HEADER: dict[str, Any] = {
+    "name": "X-Request-Timeout-Ms",
+    "in": "header",
+    "required": False,
+    "description": "shorten this request's deadline (milliseconds); it never exceeds the "
+    "server's request_timeout_s. 504 when it passes.",
+    "schema": {"type": "number", "exclusiveMinimum": 0, "examples": [250]},
+}
+
+IMAGE_REQUEST: dict[str, Any] = {**IMAGE_BODY, "parameters": [TIMEOUT_HEADER]}
+
+_PARAMETERS = {"type": "object", "additionalProperties": True}
+
+TFSERVING_PREDICT: dict[str, Any] = {
+    "parameters": [TIMEOUT_HEADER],
+    "requestBody": {
+        "required": True,
+        "description": "Row format (`instances`) or columnar format (`inputs`). An image is a "
+        'nested list of pixel values (height x width [x channels]) or `{"b64": <image file>}`.',
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "signature_name": {
+                            "type": "string",
+                            "enum": ["serving_default", "feature_maps"],
+                        },
+                        "instances": {"type": "array"},
+                        "inputs": {},
+                    },
+                },
+                "example": {"instances": [{"b64": "<base64 PNG>"}]},
+            }
+        },
+    },
+    "responses": {
+        "200": {
+            "description": "`predictions` (row format) or `outputs` (columnar format)",
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {"predictions": {}, "outputs": {}},
+                    }
+                }
+            },
+        }
+    },
+}
+
+_KSERVE_TENSOR = {
+    "type": "object",
+    "required": ["name", "shape", "datatype"],
+    "properties": {
+        "name": {"type": "string", "examples": ["images"]},
+        "shape": {"type": "array", "items": {"type": "integer"}, "examples": [[1, 28, 28, 1]]},
+        "datatype": {"type": "string", "examples": ["UINT8"]},
+        "parameters": _PARAMETERS,
+        "data": {"description": "flat or nested values, row-major"},
+    },
+}
+
+KSERVE_INFER: dict[str, Any] = {
+    "parameters": [TIMEOUT_HEADER],
+    "requestBody": {
+        "required": True,
+        "description": "An inference request: JSON, or with the binary tensor data extension "
+        "a JSON header of `Inference-Header-Content-Length` bytes followed by raw tensors.",
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["inputs"],
+                    "properties": {
+                        "id": {"type": "string"},
+                        "parameters": _PARAMETERS,
+                        "inputs": {"type": "array", "items": _KSERVE_TENSOR},
+                        "outputs": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "required": ["name"],
+                                "properties": {
+                                    "name": {"type": "string", "examples": ["probabilities"]},
+                                    "parameters": _PARAMETERS,
+                                },
+                            },
+                        },
+                    },
+                }
+            },
+            "application/octet-stream": _BINARY,
+        },
+    },
+    "responses": {
+        "200": {
+            "description": "An inference response (JSON, or JSON header + binary tensors)",
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["model_name", "outputs"],
+                        "properties": {
+                            "model_name": {"type": "string"},
+                            "model_version": {"type": "string"},
+                            "id": {"type": "string"},
+                            "parameters": _PARAMETERS,
+                            "outputs": {"type": "array", "items": _KSERVE_TENSOR},
+                        },
+                    }
+                },
+                "application/octet-stream": _BINARY,
+            },
+        }
+    },
+}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -36,8 +37,16 @@ def digits():
 
 @pytest.fixture(scope="session")
 def demo_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """All six variants trained by the real CLI with the demo settings (what `make models` does)."""
+    """All six variants trained by the real CLI with the demo settings (what `make models` does).
+
+    ``CONVBRIDGE_TEST_MODELS=<folder>`` reuses a repository that `make models` (the same CLI)
+    wrote, copied so tests can change it: for quick local runs; CI always trains.
+    """
     repository = tmp_path_factory.mktemp("demo-models")
+    reuse = os.environ.get("CONVBRIDGE_TEST_MODELS")
+    if reuse:
+        shutil.copytree(reuse, repository, dirs_exist_ok=True)
+        return repository
     result = run_training(
         "--variant", "all", "--dataset", "digits", "--quiet", "--out", str(repository)
     )

@@ -8,10 +8,10 @@ from typing import Any
 import numpy as np
 from fastapi import APIRouter, Query, Request
 
-from service.api.pipeline import Counted, find_model, infer, record, stage_timings
+from service.api.pipeline import RequestScope, find_model, infer, record, stage_timings
 from service.api.uploads import read_uploads
 from service.deps import ModelName, Version, app_repository, app_state
-from service.openapi import ERRORS, IMAGE_BODY
+from service.openapi import ERRORS, IMAGE_REQUEST
 from service.responses import OrjsonResponse, milliseconds, server_timing
 from service.schemas import ClassifyResponse
 
@@ -22,7 +22,7 @@ router = APIRouter(tags=["native"])
     "/models/{name}/classify",
     response_model=ClassifyResponse,
     responses=ERRORS,
-    openapi_extra=IMAGE_BODY,
+    openapi_extra=IMAGE_REQUEST,
     summary="Classify one or more images",
 )
 async def classify(
@@ -34,10 +34,11 @@ async def classify(
     """Send a raw image body (`Content-Type: image/png`...) or multipart `images` files."""
     # The hot path: state comes off the request rather than through Depends (measurably cheaper).
     state, repository = app_state(request), app_repository(request)
-    async with Counted(state, name, "classify") as scope:
+    async with RequestScope(request, name, "classify") as scope:
         model = scope.hold(await find_model(repository, name, version))
+        scope.admit(model, "serving_default")
         uploads = await read_uploads(request, state.settings.max_images_per_request)
-        result = await infer(state, model, "serving_default", uploads)
+        result = await infer(scope, model, "serving_default", uploads)
         started = time.perf_counter()
         probabilities = result.outputs["probabilities"]
         k = min(top_k, probabilities.shape[1])

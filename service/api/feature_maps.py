@@ -8,12 +8,12 @@ from typing import Any, Literal
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
-from service.api.pipeline import Counted, find_model, infer, one_image, record, stage_timings
+from service.api.pipeline import RequestScope, find_model, infer, one_image, record, stage_timings
 from service.api.uploads import read_uploads
 from service.deps import ModelName, Version, app_repository, app_state
 from service.errors import unprocessable
 from service.featuremaps import LayerOutput, SelectionError, encode_npy, select_and_reduce
-from service.openapi import ERRORS, IMAGE_BODY
+from service.openapi import ERRORS, IMAGE_REQUEST
 from service.rendering import RenderError, render_png
 from service.repository import LoadedModel
 from service.responses import OrjsonResponse, milliseconds, server_timing
@@ -33,7 +33,7 @@ _MEDIA = {
     "/models/{name}/feature-maps",
     response_model=FeatureMapsResponse,
     responses={**ERRORS, 200: {"content": _MEDIA, "description": "json, npy/npz or png"}},
-    openapi_extra=IMAGE_BODY,
+    openapi_extra=IMAGE_REQUEST,
     summary="Intermediate feature maps of one image",
 )
 async def feature_maps(
@@ -53,12 +53,13 @@ async def feature_maps(
 ) -> Response:
     """Send one image; pick layers, channels, a reduction and a format."""
     state, repository = app_state(request), app_repository(request)
-    async with Counted(state, name, "feature_maps") as scope:
+    async with RequestScope(request, name, "feature_maps") as scope:
         model = scope.hold(await find_model(repository, name, version))
+        scope.admit(model, "feature_maps")
         wanted = _layer_names(model, layers)
         uploads = await read_uploads(request, state.settings.max_images_per_request)
         one_image(len(uploads))
-        result = await infer(state, model, "feature_maps", uploads)
+        result = await infer(scope, model, "feature_maps", uploads)
         started = time.perf_counter()
         selected = _select(wanted, result.outputs, channels, reduce, format)
         headers = {"X-Model-Version": str(model.version)}

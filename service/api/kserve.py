@@ -11,7 +11,8 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from service.api.pipeline import (
-    Counted,
+    ADMISSION,
+    RequestScope,
     find_model,
     parse_version,
     protocol_status_codes,
@@ -22,6 +23,7 @@ from service.api.pipeline import (
 from service.batching import BatchStats
 from service.deps import ModelName, app_repository, app_state
 from service.errors import not_found, unavailable
+from service.openapi import KSERVE_INFER, PROTOCOL_ERRORS
 from service.protocols import kserve
 from service.repository import LoadedModel, State
 from service.responses import OrjsonResponse, server_timing
@@ -81,20 +83,31 @@ async def model_ready(
         return OrjsonResponse({"name": name, "version": str(chosen), "ready": True})
 
 
-@router.post("/v2/models/{name}/infer", summary="Inference (KServe v2)")
-@router.post("/v2/models/{name}/versions/{version}/infer", summary="Inference with a version")
+@router.post(
+    "/v2/models/{name}/infer",
+    summary="Inference (KServe v2)",
+    openapi_extra=KSERVE_INFER,
+    responses=PROTOCOL_ERRORS,
+)
+@router.post(
+    "/v2/models/{name}/versions/{version}/infer",
+    summary="Inference with a version",
+    openapi_extra=KSERVE_INFER,
+    responses=PROTOCOL_ERRORS,
+)
 async def infer(request: Request, name: ModelName, version: str | None = None) -> Response:
     """JSON tensors, or a JSON header plus binary tensors (`Inference-Header-Content-Length`)."""
     state = app_state(request)
-    async with Counted(state, name, "kserve_infer") as scope, protocol_status_codes():
+    async with RequestScope(request, name, "kserve_infer") as scope, protocol_status_codes():
         model = scope.hold(await find_model(app_repository(request), name, parse_version(version)))
+        scope.admit(model, ADMISSION)
         started = time.perf_counter()
         body = await request.body()
         header = request.headers.get(kserve.HEADER_LENGTH)
         loop = asyncio.get_running_loop()
         parsed = await loop.run_in_executor(state.decoder, _parse, body, header, model, state)
         decode = time.perf_counter() - started
-        results, stats = await _run(state, model, parsed)
+        results, stats = await _run(scope, model, parsed)
         started = time.perf_counter()
         content, header_length = await loop.run_in_executor(
             state.decoder, kserve.encode_response, parsed, results, model.card
@@ -116,7 +129,7 @@ def _parse(
 
 
 async def _run(
-    state: AppState, model: LoadedModel, parsed: kserve.InferRequest
+    scope: RequestScope, model: LoadedModel, parsed: kserve.InferRequest
 ) -> tuple[dict[str, np.ndarray], BatchStats]:
     """Run the signatures the requested outputs come from (both at once when both are asked)."""
     names = {output.name for output in parsed.outputs}
@@ -125,7 +138,7 @@ async def _run(
         signatures.append("serving_default")
     if names - {kserve.PROBABILITIES}:
         signatures.append("feature_maps")
-    runs = await asyncio.gather(*(run_model(state, model, s, parsed.images) for s in signatures))
+    runs = await asyncio.gather(*(run_model(scope, model, s, parsed.images) for s in signatures))
     results: dict[str, np.ndarray] = {}
     for outputs, _ in runs:
         results.update(outputs)

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import numpy as np
+from fastapi import Request
 
 from service.api.uploads import Upload
 from service.batching import (
+    Batcher,
     BatchSizeMismatchError,
     BatchStats,
     DeadlineExceededError,
@@ -84,42 +87,64 @@ class Inference:
 
 
 async def infer(
-    state: AppState, model: LoadedModel, signature: str, uploads: list[Upload]
+    scope: RequestScope, model: LoadedModel, signature: str, uploads: list[Upload]
 ) -> Inference:
     """Decode the uploads and run them through one signature of the model.
 
     The batcher hears of the images before they are decoded, so that it waits for them
     rather than running a batch without them.
     """
+    scope.settle()
     batcher = model.batchers[signature]
     batcher.announce(len(uploads))
     try:
         images, decode_seconds = await decode_all(
-            state, model, [u.data for u in uploads], [u.filename for u in uploads]
+            scope.state, model, [u.data for u in uploads], [u.filename for u in uploads]
         )
     except BaseException:
         batcher.withdraw(len(uploads))
         raise
     pixels = np.stack([image.pixels for image in images])
-    outputs, stats = await run_model(state, model, signature, pixels, announced=len(uploads))
+    outputs, stats = await run_model(scope, model, signature, pixels, announced=len(uploads))
     return Inference(images, outputs, stats, decode_seconds)
 
 
 async def run_model(
-    state: AppState, model: LoadedModel, signature: str, images: np.ndarray, announced: int = 0
+    scope: RequestScope,
+    model: LoadedModel,
+    signature: str,
+    images: np.ndarray,
+    announced: int = 0,
 ) -> tuple[dict[str, np.ndarray], BatchStats]:
-    """Queue images for one signature; full queues answer 503, passed deadlines 504."""
-    timeout = state.settings.request_timeout_s
+    """Queue images for one signature; full queues answer 503, passed deadlines 504.
+
+    A request whose deadline passed while it was read or decoded is not queued at all.
+    """
+    scope.settle()
+    batcher = model.batchers[signature]
+    left = scope.deadline - time.monotonic()
+    if left <= 0:
+        batcher.withdraw(announced)
+        raise timed_out(
+            f"the request's deadline ({scope.timeout_source}) passed before model "
+            f"{model.name!r} could run it; send fewer or smaller images, or allow more time"
+        )
     try:
-        return await model.batchers[signature].submit(images, timeout, announced=announced)
+        return await batcher.submit(images, left, announced=announced)
     except QueueFullError as error:
-        raise unavailable(
-            f"model {model.name!r} is overloaded ({error}); retry shortly", retry_after=1
-        ) from None
+        raise overloaded(model, error) from None
     except DeadlineExceededError as error:
-        raise timed_out(f"model {model.name!r} did not answer in time: {error}") from None
+        raise timed_out(
+            f"model {model.name!r} did not answer within the request's deadline "
+            f"({scope.timeout_source}): {error}"
+        ) from None
     except BatchSizeMismatchError as error:
         raise ApiError(500, f"model {model.name!r} returned a malformed batch: {error}") from None
+
+
+def overloaded(model: LoadedModel, error: QueueFullError) -> ApiError:
+    message = f"model {model.name!r} is overloaded ({error}); retry shortly"
+    return unavailable(message, retry_after=1)
 
 
 def record(state: AppState, model: LoadedModel, timings: dict[str, float]) -> None:
@@ -147,12 +172,53 @@ def one_image(count_: int) -> None:
         raise unprocessable(f"feature-maps takes exactly one image; this request has {count_}")
 
 
-class Counted:
-    """One inference request: counted by its final status, holding the model versions it uses."""
+TIMEOUT_HEADER = "X-Request-Timeout-Ms"
+# Protocol requests name their signature inside the body; until it is read they are admitted
+# against the classification queue, the one nearly all of them use.
+ADMISSION = "serving_default"
 
-    def __init__(self, state: AppState, name: str, endpoint: str) -> None:
-        self.state, self.name, self.endpoint = state, name, endpoint
+
+def request_timeout(request: Request, limit: float) -> tuple[float, str]:
+    """The request's time budget in seconds, and where it came from.
+
+    ``X-Request-Timeout-Ms`` may shorten the server's ``request_timeout_s``, never lengthen it.
+    """
+    text = request.headers.get(TIMEOUT_HEADER)
+    if text is None:
+        return limit, f"{limit:g} s, the server's request_timeout_s"
+    try:
+        asked = float(text) / 1000.0
+    except ValueError:
+        asked = math.nan
+    if not math.isfinite(asked) or asked <= 0:
+        raise bad_request(
+            f"{TIMEOUT_HEADER} must be a positive number of milliseconds, not {text!r}",
+            header=TIMEOUT_HEADER,
+        )
+    if asked >= limit:
+        return limit, f"{limit:g} s, the server's request_timeout_s ({TIMEOUT_HEADER} asked more)"
+    return asked, f"{text} ms from {TIMEOUT_HEADER}"
+
+
+class RequestScope:
+    """One inference request: its deadline, the model versions it holds, its final count.
+
+    The deadline starts when the handler does, so reading and decoding spend from it too.
+    """
+
+    def __init__(self, request: Request, name: str, endpoint: str) -> None:
+        self.state: AppState = request.app.state.convbridge
+        self.name, self.endpoint = name, endpoint
         self.held: list[LoadedModel] = []
+        self.admitted: list[Batcher] = []
+        self.started = time.monotonic()
+        self._request = request
+        self.timeout: float = self.state.settings.request_timeout_s
+        self.timeout_source = "request_timeout_s"
+
+    @property
+    def deadline(self) -> float:
+        return self.started + self.timeout
 
     def hold(self, model: LoadedModel) -> LoadedModel:
         """Keep ``model`` loaded until this request is answered (hot reload waits for it)."""
@@ -160,12 +226,35 @@ class Counted:
         self.held.append(model)
         return model
 
-    async def __aenter__(self) -> Counted:
+    def admit(self, model: LoadedModel, signature: str) -> None:
+        """Hold a place in the signature's queue while the body is read; 503 when it is full."""
+        batcher = model.batchers[signature]
+        try:
+            batcher.admit()
+        except QueueFullError as error:
+            raise overloaded(model, error) from None
+        self.admitted.append(batcher)
+
+    def settle(self) -> None:
+        """The body is read: give back the held places (the images are announced instead)."""
+        for batcher in self.admitted:
+            batcher.withdraw(1)
+        self.admitted.clear()
+
+    async def __aenter__(self) -> RequestScope:
+        try:
+            self.timeout, self.timeout_source = request_timeout(
+                self._request, self.state.settings.request_timeout_s
+            )
+        except ApiError as error:
+            count(self.state, self.name, self.endpoint, error.status)
+            raise
         return self
 
     async def __aexit__(
         self, kind: type[BaseException] | None, error: BaseException | None, _: object
     ) -> None:
+        self.settle()
         for model in self.held:
             model.leases -= 1
         if kind is None:

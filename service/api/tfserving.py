@@ -9,7 +9,8 @@ import orjson
 from fastapi import APIRouter, Request
 
 from service.api.pipeline import (
-    Counted,
+    ADMISSION,
+    RequestScope,
     find_model,
     parse_version,
     protocol_status_codes,
@@ -19,6 +20,7 @@ from service.api.pipeline import (
 )
 from service.deps import ModelName, app_repository, app_state
 from service.errors import bad_request, not_found
+from service.openapi import PROTOCOL_ERRORS, TFSERVING_PREDICT
 from service.protocols import tfserving
 from service.repository import LoadedModel, ModelRepository
 from service.responses import OrjsonResponse, server_timing
@@ -71,19 +73,30 @@ async def labels(name: ModelName, label: str) -> OrjsonResponse:
     )
 
 
-@router.post("/v1/models/{name}:predict", summary="Predict (TF Serving REST)")
-@router.post("/v1/models/{name}/versions/{version}:predict", summary="Predict with a version")
+@router.post(
+    "/v1/models/{name}:predict",
+    summary="Predict (TF Serving REST)",
+    openapi_extra=TFSERVING_PREDICT,
+    responses=PROTOCOL_ERRORS,
+)
+@router.post(
+    "/v1/models/{name}/versions/{version}:predict",
+    summary="Predict with a version",
+    openapi_extra=TFSERVING_PREDICT,
+    responses=PROTOCOL_ERRORS,
+)
 async def predict(request: Request, name: ModelName, version: str | None = None) -> OrjsonResponse:
     """`{"instances": [...]}` or `{"inputs": ...}`: pixel lists or `{"b64": <image file>}`."""
     state = app_state(request)
-    async with Counted(state, name, "tfserving_predict") as scope, protocol_status_codes():
+    async with RequestScope(request, name, "tfserving_predict") as scope, protocol_status_codes():
         model = scope.hold(await _model(app_repository(request), name, version))
+        scope.admit(model, ADMISSION)
         started = time.perf_counter()
         body = await request.body()
         loop = asyncio.get_running_loop()
         parsed = await loop.run_in_executor(state.decoder, _parse, body, model, state)
         decode = time.perf_counter() - started
-        outputs, stats = await run_model(state, model, parsed.signature, parsed.images)
+        outputs, stats = await run_model(scope, model, parsed.signature, parsed.images)
         started = time.perf_counter()
         answer = tfserving.predict_response(outputs, parsed.columnar)
         timings = stage_timings(decode, stats, started)

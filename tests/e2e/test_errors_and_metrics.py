@@ -6,9 +6,9 @@ import shutil
 import subprocess
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.images import bomb_png, digit_png, encode
+from tests.metrics import samples, value
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -193,20 +193,8 @@ def test_every_malformed_request_gets_its_4xx_and_a_json_error(client, png) -> N
     assert client.post("/models/gap/classify", files=_files(png)).status_code == 200
 
 
-def _samples(text: str) -> dict[tuple[str, tuple], float]:
-    values = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            values[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-    return values
-
-
-def _value(samples, name: str, **labels: str) -> float:
-    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
-
-
 def test_metrics_move_by_the_right_amounts(client, png) -> None:
-    before = _samples(client.get("/metrics").text)
+    before = samples(client.get("/metrics").text)
     requests = 5
     for _ in range(requests):
         assert client.post("/models/gmp/classify", files=_files(png)).status_code == 200
@@ -215,10 +203,10 @@ def test_metrics_move_by_the_right_amounts(client, png) -> None:
         client.post("/models/gmp/classify", params={"top_k": 0}, files=_files(png)).status_code
         == 422
     )
-    after = _samples(client.get("/metrics").text)
+    after = samples(client.get("/metrics").text)
 
     def delta(name: str, **labels: str) -> float:
-        return _value(after, name, **labels) - _value(before, name, **labels)
+        return value(after, name, **labels) - value(before, name, **labels)
 
     assert (
         delta("convbridge_requests_total", model="gmp", endpoint="classify", outcome="ok")
@@ -254,9 +242,9 @@ def test_metrics_move_by_the_right_amounts(client, png) -> None:
         )
         == 1
     )
-    assert _value(after, "convbridge_model_loaded", model="gmp", version="1", device="/CPU:0") == 1
-    assert _value(after, "convbridge_model_load_seconds_count", model="gmp", version="1") == 1
-    assert _value(after, "convbridge_queue_depth", model="gmp", version="1") == 0
+    assert value(after, "convbridge_model_loaded", model="gmp", version="1", device="/CPU:0") == 1
+    assert value(after, "convbridge_model_load_seconds_count", model="gmp", version="1") == 1
+    assert value(after, "convbridge_queue_depth", model="gmp", version="1") == 0
 
 
 def test_promtool_finds_nothing_to_report(client) -> None:

@@ -155,4 +155,33 @@ def test_a_passed_deadline_answers_504(mixed_repository, digits) -> None:
             "/models/gap/classify", content=png, headers={"Content-Type": "image/png"}
         )
     assert answer.status_code == 504
-    assert "did not answer in time" in answer.json()["error"]
+    assert "deadline (0.0005 s, the server's request_timeout_s)" in answer.json()["error"]
+
+
+def test_a_bad_timeout_header_is_a_400_naming_it(mixed_repository, digits) -> None:
+    settings = Settings(repository=mixed_repository)
+    png = digit_png(digits.test.images[0])
+    values = ["soon", "0", "-5", "nan", "inf", "", "1e999"]
+    with TestClient(create_app(settings, Metrics(CollectorRegistry()))) as client:
+        _wait(client)
+        answers = [
+            client.post(
+                "/models/gap/classify",
+                content=png,
+                headers={"Content-Type": "image/png", "X-Request-Timeout-Ms": value},
+            )
+            for value in values
+        ]
+        longer = client.post(
+            "/models/gap/classify",
+            content=png,
+            headers={"Content-Type": "image/png", "X-Request-Timeout-Ms": "1e9"},
+        )
+    for value, answer in zip(values, answers, strict=True):
+        assert answer.status_code == 400
+        assert answer.json() == {
+            "error": "X-Request-Timeout-Ms must be a positive number of milliseconds, "
+            f"not {value!r}",
+            "header": "X-Request-Timeout-Ms",
+        }
+    assert longer.status_code == 200  # a longer budget is cut to request_timeout_s, not refused
