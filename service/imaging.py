@@ -30,7 +30,7 @@ class ImageError(ValueError):
 class DecodedImage:
     pixels: np.ndarray  # uint8 (height, width, channels) at the model's input size
     format: str
-    original_size: tuple[int, int]  # width, height as sent
+    original_size: tuple[int, int]  # width, height as displayed (EXIF orientation applied)
     original_mode: str
     frames: int
     seconds: float = 0.0
@@ -75,7 +75,10 @@ def decode_image(
         raise ImageError(
             "too_large", f"the image has too many pixels; the limit is {max_pixels:,}"
         ) from None
-    except (OSError, ValueError, SyntaxError, EOFError, IndexError) as error:
+    except Exception as error:
+        # Pillow's plugins raise many types on malformed files (OSError, ValueError, SyntaxError,
+        # TypeError, struct.error...: found by tests/service/test_fuzz_imaging.py). All of them
+        # mean the bytes are broken, which the client must fix; none may become a 500.
         raise ImageError("corrupt", f"the image could not be decoded: {_reason(error)}") from None
 
 
@@ -94,6 +97,9 @@ def _convert(
     image.seek(0)
     image.load()
     image = ImageOps.exif_transpose(image) or image
+    # As displayed: after EXIF orientation. (Pillow's TIFF reader already rotates on open, so
+    # the stored size would differ between formats for the same picture.)
+    width, height = image.size
     image = _to_mode(image, channels)
     target_height, target_width = size
     if image.size != (target_width, target_height):

@@ -62,7 +62,9 @@ class Score(BaseModel):
 class ImageInfo(BaseModel):
     filename: str | None = Field(None, examples=["seven.png"])
     format: str = Field(examples=["PNG"])
-    original_size: list[int] = Field(examples=[[280, 280]], description="width, height as sent")
+    original_size: list[int] = Field(
+        examples=[[280, 280]], description="width, height as sent, after EXIF orientation"
+    )
     original_mode: str = Field(examples=["RGBA"])
     frames: int = Field(examples=[1], description="frames in the file; the first is used")
     model_size: list[int] = Field(examples=[[28, 28]], description="width, height fed to the model")

@@ -9,10 +9,19 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from benchmarks.servers import ROOT, ServerProcess
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+# Property-based tests: the same examples on every run by default, so CI is reproducible;
+# HYPOTHESIS_PROFILE=explore searches afresh with ten times the examples.
+settings.register_profile("repeatable", derandomize=True, deadline=None, print_blob=True)
+settings.register_profile(
+    "explore", max_examples=1000, deadline=None, print_blob=True, database=None
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
 
 
 def run_training(*args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:

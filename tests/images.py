@@ -25,3 +25,50 @@ def digit_png(pixels: np.ndarray, scale: int = 1) -> bytes:
 def bomb_png(side: int = 6000) -> bytes:
     """A tiny file that decodes to side*side pixels."""
     return encode(Image.new("L", (side, side)), optimize=False)
+
+
+# --- odd but valid images, for property-based tests -------------------------------------------
+
+# Pillow modes each format can write; the service must turn every one into L or RGB.
+WRITABLE_MODES = {
+    "PNG": ("1", "L", "LA", "P", "RGB", "RGBA", "I;16"),
+    "JPEG": ("L", "RGB", "CMYK"),
+    "WEBP": ("RGB", "RGBA"),
+    "BMP": ("1", "L", "P", "RGB"),
+    "GIF": ("L", "P"),
+    "TIFF": ("1", "L", "LA", "P", "RGB", "RGBA", "CMYK", "I;16", "I", "F"),
+}
+ANIMATED = ("PNG", "GIF", "WEBP", "TIFF")
+EXIF_FORMATS = ("JPEG", "PNG", "WEBP", "TIFF")
+
+
+def odd_image(
+    fmt: str, mode: str, width: int, height: int, seed: int, frames: int = 1, orientation: int = 1
+) -> bytes:
+    """Noise of the given size in the given mode and format, maybe animated or EXIF-rotated."""
+    rng = np.random.default_rng(seed)
+
+    def frame() -> Image.Image:
+        if mode == "I;16":
+            return Image.fromarray(rng.integers(0, 65536, (height, width), dtype=np.uint16))
+        if mode == "I":
+            return Image.fromarray(rng.integers(-(2**20), 2**20, (height, width), dtype=np.int32))
+        if mode == "F":
+            return Image.fromarray(rng.normal(0, 1e3, (height, width)).astype(np.float32))
+        rgba = rng.integers(0, 256, (height, width, 4), dtype=np.uint8)
+        image = Image.fromarray(rgba, "RGBA")
+        if mode == "P":
+            return image.convert("RGB").quantize(colors=int(rng.integers(2, 256)))
+        return image.convert(mode)
+
+    images = [frame() for _ in range(frames if fmt in ANIMATED else 1)]
+    options: dict[str, object] = {}
+    if len(images) > 1:
+        options.update(save_all=True, append_images=images[1:], duration=40)
+    if orientation != 1 and fmt in EXIF_FORMATS:
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        options["exif"] = exif.tobytes()
+    if fmt == "JPEG":
+        options["quality"] = int(rng.integers(5, 100))
+    return encode(images[0], fmt, **options)

@@ -72,7 +72,7 @@ def test_exif_orientation_is_applied() -> None:
     exif[0x0112] = 6  # rotate 90 degrees clockwise to display
     decoded = decode_image(encode(image, "JPEG", exif=exif.tobytes()), (40, 20), "L", LIMIT)
     # After rotation the picture is 20 wide and 40 tall, white on top.
-    assert decoded.original_size == (40, 20)
+    assert decoded.original_size == (20, 40)
     top, bottom = decoded.pixels[:20].mean(), decoded.pixels[20:].mean()
     assert top > 200 > 50 > bottom
 
