@@ -58,8 +58,8 @@ def split_body(body: bytes, header_length: str | None) -> tuple[Any, bytes]:
     else:
         if not header_length.isdigit() or int(header_length) > len(body):
             raise bad_request(
-                f"Inference-Header-Content-Length {header_length!r} does not fit "
-                f"a body of {len(body)} bytes"
+                f"Inference-Header-Content-Length {header_length!r} must be the byte length "
+                f"of the JSON header, within the body's {len(body)} bytes"
             )
         json_part, binary = body[: int(header_length)], body[int(header_length) :]
     try:
@@ -80,9 +80,7 @@ def parse_infer(document: Any, binary: bytes, card: ModelCard, max_images: int) 
     images = _input_tensor(tensor, binary, card)
     if len(images) > max_images:
         raise bad_request(f"too many images: at most {max_images} per request")
-    parameters = document.get("parameters") or {}
-    if not isinstance(parameters, dict):
-        raise bad_request("'parameters' must be an object")
+    parameters = _parameters(document, "the request")
     outputs = _requested_outputs(
         document.get("outputs"), card, bool(parameters.get("binary_data_output", False))
     )
@@ -100,13 +98,13 @@ def _input_tensor(tensor: dict[str, Any], binary: bytes, card: ModelCard) -> np.
     if (
         not isinstance(shape, list)
         or len(shape) != 4
+        or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape)
         or shape[1:] != expected
-        or not isinstance(shape[0], int)
         or shape[0] < 1
     ):
         raise bad_request(f"input shape {shape} must be [batch, {', '.join(map(str, expected))}]")
     count = int(np.prod(shape))
-    size = (tensor.get("parameters") or {}).get("binary_data_size")
+    size = _count(_parameters(tensor, "the input"), "binary_data_size", "the input")
     if size is not None:
         itemsize = np.dtype(_DTYPES[datatype]).itemsize
         if size != count * itemsize or size > len(binary):
@@ -125,6 +123,25 @@ def _input_tensor(tensor: dict[str, Any], binary: bytes, card: ModelCard) -> np.
     return pixels.reshape(shape)
 
 
+def _parameters(holder: dict[str, Any], where: str) -> dict[str, Any]:
+    parameters = holder.get("parameters")
+    if parameters is None:
+        return {}
+    if not isinstance(parameters, dict):
+        raise bad_request(f"{where}: 'parameters' must be an object, not {parameters!r:.40}")
+    return parameters
+
+
+def _count(parameters: dict[str, Any], key: str, where: str) -> int | None:
+    """A non-negative integer parameter, or None when absent."""
+    value = parameters.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise bad_request(f"{where}: parameter {key!r} must be a non-negative integer")
+    return value
+
+
 def _requested_outputs(spec: Any, card: ModelCard, binary_default: bool) -> list[RequestedOutput]:
     valid = [PROBABILITIES, *card.layer_names]
     if spec is None:
@@ -136,8 +153,8 @@ def _requested_outputs(spec: Any, card: ModelCard, binary_default: bool) -> list
         name = item.get("name") if isinstance(item, dict) else None
         if name not in valid:
             raise bad_request(f"unknown output {name!r}; outputs: {', '.join(valid)}")
-        parameters = item.get("parameters") or {}
-        classification = int(parameters.get("classification", 0) or 0)
+        parameters = _parameters(item, f"output {name!r}")
+        classification = _count(parameters, "classification", f"output {name!r}") or 0
         if classification and name != PROBABILITIES:
             raise bad_request("the classification extension applies to 'probabilities' only")
         binary = bool(parameters.get("binary_data", binary_default))

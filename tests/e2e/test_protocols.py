@@ -225,7 +225,7 @@ BINARY_SIZE = {"parameters": {"binary_data_size": 784}}
         (
             {"inputs": [{**_tensor(), **BINARY_SIZE}]},
             {"Inference-Header-Content-Length": "100000"},
-            "does not fit",
+            "must be the byte length",
         ),
         ({"inputs": []}, {}, "exactly one input"),
     ],
