@@ -27,11 +27,12 @@ VERSION = "0.1.0"
 async def _start_models(state: AppState) -> None:
     """Configure TensorFlow and load every model, in the background so /healthz answers."""
     from service.repository import ModelRepository
-    from service.runtime import configure_tensorflow
+    from service.runtime import configure_tensorflow, freeze_startup_heap
 
     try:
         if state.runtime is None:
             state.runtime = await asyncio.to_thread(configure_tensorflow, state.settings)
+        freeze_startup_heap()
         repository = ModelRepository(state.settings, state.metrics, state.runtime)
         state.repository = repository
         await repository.load_initial()

@@ -19,7 +19,7 @@ from convbridge.card import ModelCard, read_card
 from convbridge.layout import list_models, list_versions, version_dir
 from service.batching import Batcher
 from service.metrics import Metrics
-from service.runtime import Runtime
+from service.runtime import Runtime, release_memory
 from service.settings import Settings
 
 log = logging.getLogger("convbridge.repository")
@@ -299,11 +299,19 @@ class ModelRepository:
         while model.leases > 0 and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
         await model.close()
+        del model
+        started = time.perf_counter()
+        release_memory()
         try:
             self.metrics.model_loaded.remove(name, str(version), self.runtime.device)
         except KeyError:
             pass
-        log.info("model %s version %s unloaded", name, version)
+        log.info(
+            "model %s version %s unloaded; memory released in %.0f ms",
+            name,
+            version,
+            (time.perf_counter() - started) * 1000,
+        )
 
     async def close(self) -> None:
         for versions in self.entries.values():

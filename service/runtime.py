@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import logging
 from dataclasses import dataclass
 
@@ -62,3 +64,25 @@ def _configure_gpus(tf: object, gpus: list[object], memory_limit_mb: int | None)
 def _cpu_threads(tf: object) -> str:
     intra = tf.config.threading.get_intra_op_parallelism_threads()  # type: ignore[attr-defined]
     return str(intra) if intra else "default"
+
+
+def freeze_startup_heap() -> None:
+    """Move everything imported so far (TensorFlow, Keras, the app) out of the collector's
+    reach, before any model loads: a full collection then scans only what came later, 5 ms
+    instead of 165 ms, so :func:`release_memory` does not stall the event loop."""
+    gc.collect()
+    gc.freeze()
+
+
+def release_memory() -> None:
+    """Give an unloaded model's memory back to the system.
+
+    A loaded SavedModel holds reference cycles, so its tensors wait for the cyclic garbage
+    collector; without a collection each reload of `flatten` (100 MB of weights) kept about
+    11 MiB. ``malloc_trim`` then returns the freed heap pages to the OS (glibc only).
+    """
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass  # not glibc: the memory is still free for reuse, just not returned

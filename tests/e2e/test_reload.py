@@ -108,3 +108,51 @@ def test_new_versions_take_over_without_failed_requests(demo_repository, digits,
         if worker.is_alive():
             worker.join()
         assert server.stop() == 0
+
+
+def _rss(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+def test_unloaded_versions_give_their_memory_back(demo_repository, digits, tmp_path) -> None:
+    """Ten reloads of `flatten` (100 MB of weights each): memory levels off, it does not grow
+    by a fraction of the model with every reload."""
+    repository = tmp_path / "models"
+    source = demo_repository / "flatten" / "1"
+    publish(source, repository, "flatten", 1)
+    server = start_server(
+        repository,
+        tmp_path / "server.log",
+        CONVBRIDGE_POLL_INTERVAL_S="0.3",
+        CONVBRIDGE_KEEP_VERSIONS="1",
+        CONVBRIDGE_ALLOWED_BATCH_SIZES="[1,8,32]",
+    )
+    png = digit_png(digits.test.images[0])
+    figures: list[int] = []
+    try:
+        server.wait_ready()
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            for version in range(2, 12):
+                publish(source, repository, "flatten", version)
+                wait_for(
+                    lambda v=version: (
+                        versions(client, "flatten").get(v) == "ready"
+                        and versions(client, "flatten").get(v - 1) == "available"
+                    )
+                )
+                answer = client.post(
+                    "/models/flatten/classify", content=png, headers={"Content-Type": "image/png"}
+                )
+                assert answer.json()["version"] == version
+                figures.append(_rss(server.pid))
+    finally:
+        assert server.stop() == 0
+    mib = [value >> 20 for value in figures]
+    print(f"\nRSS after each reload, MiB: {mib}")
+    # Warm-up allocations settle within the first reloads; after that, no growth.
+    assert figures[-1] - figures[3] < 20 * 2**20, mib
+    assert server.log().count("memory released in") == 10
