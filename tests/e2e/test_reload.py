@@ -18,17 +18,46 @@ from tests.images import digit_png
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
-def publish(source: Path, repository: Path, name: str, version: int, corrupt: bool = False) -> None:
-    """Put a copy of ``source`` into the repository as ``name/version``, atomically."""
+def publish(
+    source: Path, repository: Path, name: str, version: int, broken: str | None = None
+) -> None:
+    """Put a copy of ``source`` into the repository as ``name/version``, atomically.
+
+    ``broken``: "savedmodel" (garbage saved_model.pb), "card" (the card is not JSON) or
+    "signature" (a SavedModel whose signatures take float32 ``x``).
+    """
     staging = repository / name / f".tmp-{uuid.uuid4().hex}"
     shutil.copytree(source, staging)
     card_file = staging / "assets.extra" / "model_card.json"
     card = json.loads(card_file.read_text())
     card.update(name=name, version=version)
     card_file.write_text(json.dumps(card))
-    if corrupt:
+    if broken == "savedmodel":
         (staging / "saved_model.pb").write_bytes(b"not a SavedModel")
+    elif broken == "card":
+        card_file.write_text("{not json")
+    elif broken == "signature":
+        _wrong_signature_model(staging)
     staging.rename(repository / name / str(version))
+
+
+def _wrong_signature_model(folder: Path) -> None:
+    """Replace the SavedModel in ``folder`` by one with the right signature names, wrong input."""
+    import tensorflow as tf
+
+    class Wrong(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, 4], tf.float32, name="x")])
+        def predict(self, x):
+            return {"probabilities": tf.nn.softmax(x)}
+
+    module = Wrong()
+    other = folder.parent / f"{folder.name}-wrong"
+    signatures = {"serving_default": module.predict, "feature_maps": module.predict}
+    tf.saved_model.save(module, str(other), signatures=signatures)
+    shutil.rmtree(folder / "variables")
+    (other / "saved_model.pb").replace(folder / "saved_model.pb")
+    (other / "variables").replace(folder / "variables")
+    shutil.rmtree(other)
 
 
 def wait_for(condition, timeout: float = 60.0) -> None:
@@ -74,18 +103,39 @@ def test_new_versions_take_over_without_failed_requests(demo_repository, digits,
         wait_for(lambda: len(answers) > 20)
         publish(demo_repository / "gap" / "1", repository, "gap", 2)
         wait_for(lambda: any(version == 2 for _, version in answers[-5:]))
-        publish(demo_repository / "gap" / "1", repository, "gap", 3, corrupt=True)
-        wait_for(lambda: versions(client, "gap").get(3) == "failed")
-        time.sleep(1.0)  # keep sending while the failed version sits there
+        broken = {3: "savedmodel", 4: "card", 5: "signature"}
+        for version, breakage in broken.items():
+            publish(demo_repository / "gap" / "1", repository, "gap", version, broken=breakage)
+            wait_for(lambda v=version: versions(client, "gap").get(v) == "failed")
+        time.sleep(1.0)  # keep sending while the failed versions sit there
         stop.set()
         worker.join()
 
+        print(
+            f"\n{len(answers)} requests during the reloads; versions answering: "
+            f"{ {v: sum(1 for _, a in answers if a == v) for v in (1, 2)} }"
+        )
         assert answers and {status for status, _ in answers} == {200}  # zero failed requests
         assert {version for _, version in answers} == {1, 2}
-        assert answers[-1][1] == 2  # the broken v3 never took traffic
-        assert versions(client, "gap") == {1: "available", 2: "ready", 3: "failed"}
+        assert answers[-1][1] == 2  # the broken versions never took traffic
+        states = client.get("/models/gap").json()["versions"]
+        assert {v["version"]: v["state"] for v in states} == {
+            1: "available",
+            2: "ready",
+            3: "failed",
+            4: "failed",
+            5: "failed",
+        }
+        reasons = {v["version"]: v["error"] for v in states if v["state"] == "failed"}
+        assert "model_card.json" in reasons[4]
+        assert "takes x: float32[None, 4]; the card needs images: uint8" in reasons[5]
+        assert str(repository) not in str(reasons)  # no server paths in responses
         metrics = client.get("/metrics").text
-        assert 'convbridge_model_load_failures_total{model="gap",version="3"} 1.0' in metrics
+        for version in broken:
+            assert (
+                f'convbridge_model_load_failures_total{{model="gap",version="{version}"}} 1.0'
+                in metrics
+            )
         assert 'convbridge_model_loaded{device="/CPU:0",model="gap",version="1"}' not in metrics
         assert 'convbridge_model_loaded{device="/CPU:0",model="gap",version="2"} 1.0' in metrics
 
