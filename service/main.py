@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from service.api import ROUTERS
+from service.api.explorer import static_files
 from service.handlers import install_error_handlers
 from service.imaging import warm_up_decoder
 from service.metrics import Metrics
@@ -99,4 +100,5 @@ def create_app(
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     for router in ROUTERS:
         app.include_router(router)
+    app.mount("/static", static_files(), name="static")
     return app

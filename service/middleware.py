@@ -44,16 +44,25 @@ class MetricsMiddleware:
 
 
 class BearerTokenMiddleware:
-    """401 unless ``Authorization: Bearer <token>``, except for health checks and metrics."""
+    """401 unless ``Authorization: Bearer <token>``, except for health checks, metrics and the
+    explorer page's static files (the page asks for the token and sends it with API calls)."""
 
-    OPEN = frozenset({"/healthz", "/readyz", "/metrics", "/v2/health/live", "/v2/health/ready"})
+    OPEN = frozenset(
+        {"/", "/healthz", "/readyz", "/metrics", "/v2/health/live", "/v2/health/ready"}
+    )
 
     def __init__(self, app: ASGIApp, token: str) -> None:
         self.app = app
         self.expected = f"Bearer {token}".encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in self.OPEN or scope["method"] == "OPTIONS":
+        path = scope.get("path", "")
+        if (
+            scope["type"] != "http"
+            or path in self.OPEN
+            or path.startswith("/static/")
+            or scope["method"] == "OPTIONS"
+        ):
             await self.app(scope, receive, send)
             return
         given = dict(scope.get("headers", [])).get(b"authorization", b"")

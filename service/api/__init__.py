@@ -2,7 +2,7 @@
 
 from fastapi import APIRouter
 
-from service.api import classify, feature_maps, health, kserve, models, tfserving
+from service.api import classify, explorer, feature_maps, health, kserve, models, tfserving
 
 # Included one by one on the app: a router of routers costs a second match on every request.
 ROUTERS: tuple[APIRouter, ...] = (
@@ -12,4 +12,5 @@ ROUTERS: tuple[APIRouter, ...] = (
     health.router,
     tfserving.router,
     kserve.router,
+    explorer.router,
 )

@@ -19,7 +19,7 @@ def test_without_a_token_setting_everything_is_open(tmp_path) -> None:
     assert client(tmp_path).get("/models").status_code == 503
 
 
-def test_the_token_guards_everything_but_health_and_metrics(tmp_path) -> None:
+def test_the_token_guards_everything_but_health_metrics_and_the_page(tmp_path) -> None:
     http = client(tmp_path, api_token="s3cret")
     for path in ("/models", "/models/gap", "/v1/models/gap", "/v2/models/gap", "/docs"):
         refused = http.get(path)
@@ -30,8 +30,11 @@ def test_the_token_guards_everything_but_health_and_metrics(tmp_path) -> None:
     assert wrong.status_code == 401
     allowed = http.get("/models", headers={"Authorization": "Bearer s3cret"})
     assert allowed.status_code == 503  # let in; the models are not loaded in this test
-    for path in ("/healthz", "/metrics", "/v2/health/live"):
+    # The explorer page loads without the token; it asks for it and sends it to the API.
+    for path in ("/healthz", "/metrics", "/v2/health/live", "/", "/static/explorer.js"):
         assert http.get(path).status_code == 200, path
+    # Open means the static mount only: a dot-dot path stays inside it and finds nothing.
+    assert http.get("/static/%2e%2e/models").status_code == 404
     assert http.get("/readyz").status_code == 503  # open, and honest about readiness
 
 
