@@ -22,6 +22,17 @@ def digit_png(pixels: np.ndarray, scale: int = 1) -> bytes:
     return encode(image)
 
 
+def kserve_tensor(**changes: object) -> dict:
+    """A valid KServe v2 UINT8 input tensor for a 28x28x1 digit model, some fields changed."""
+    return {
+        "name": "images",
+        "shape": [1, 28, 28, 1],
+        "datatype": "UINT8",
+        "data": [0] * 784,
+        **changes,
+    }
+
+
 def bomb_png(side: int = 6000) -> bytes:
     """A tiny file that decodes to side*side pixels."""
     return encode(Image.new("L", (side, side)), optimize=False)

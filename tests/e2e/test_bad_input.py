@@ -11,23 +11,13 @@ import orjson
 import pytest
 from PIL import Image
 
-from tests.images import bomb_png, encode, odd_image
+from tests.images import bomb_png, encode, kserve_tensor, odd_image
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
 def _b64(data: bytes) -> dict[str, str]:
     return {"b64": base64.b64encode(data).decode()}
-
-
-def _tensor(**changes: object) -> dict:
-    return {
-        "name": "images",
-        "shape": [1, 28, 28, 1],
-        "datatype": "UINT8",
-        "data": [0] * 784,
-        **changes,
-    }
 
 
 def _infer(*inputs: dict, **fields: object) -> dict:
@@ -177,7 +167,7 @@ CASES = [
         "FP32 value 300",
         "POST",
         INFER,
-        _infer(_tensor(datatype="FP32", data=[300.0] * 784)),
+        _infer(kserve_tensor(datatype="FP32", data=[300.0] * 784)),
         400,
         "0..255",
     ),
@@ -207,7 +197,7 @@ CASES = [
         "strings as UINT8",
         "POST",
         INFER,
-        _infer(_tensor(data=["a"] * 784)),
+        _infer(kserve_tensor(data=["a"] * 784)),
         400,
         "must be numbers",
     ),
@@ -216,7 +206,7 @@ CASES = [
         "shape [-1, ...]",
         "POST",
         INFER,
-        _infer(_tensor(shape=[-1, 28, 28, 1])),
+        _infer(kserve_tensor(shape=[-1, 28, 28, 1])),
         400,
         "must be [batch, 28, 28, 1]",
     ),
@@ -225,7 +215,7 @@ CASES = [
         "float in shape",
         "POST",
         INFER,
-        _infer(_tensor(shape=[1, 28.0, 28, 1])),
+        _infer(kserve_tensor(shape=[1, 28.0, 28, 1])),
         400,
         "must be [batch, 28, 28, 1]",
     ),
@@ -234,7 +224,7 @@ CASES = [
         "65 images",
         "POST",
         INFER,
-        _infer(_tensor(shape=[65, 28, 28, 1], data=[0] * 784 * 65)),
+        _infer(kserve_tensor(shape=[65, 28, 28, 1], data=[0] * 784 * 65)),
         400,
         "at most 64",
     ),
@@ -244,7 +234,8 @@ CASES = [
         "POST",
         INFER,
         _infer(
-            _tensor(), outputs=[{"name": "probabilities", "parameters": {"classification": "abc"}}]
+            kserve_tensor(),
+            outputs=[{"name": "probabilities", "parameters": {"classification": "abc"}}],
         ),
         400,
         "non-negative integer",
@@ -254,7 +245,7 @@ CASES = [
         "parameters a list",
         "POST",
         INFER,
-        _infer(_tensor(), parameters=[]),
+        _infer(kserve_tensor(), parameters=[]),
         400,
         "must be an object",
     ),
@@ -263,7 +254,7 @@ CASES = [
         "outputs an object",
         "POST",
         INFER,
-        _infer(_tensor(), outputs={"a": 1}),
+        _infer(kserve_tensor(), outputs={"a": 1}),
         400,
         "non-empty list",
     ),
@@ -272,7 +263,7 @@ CASES = [
         "unknown signature output",
         "POST",
         INFER,
-        _infer(_tensor(), outputs=[{"name": "logits"}]),
+        _infer(kserve_tensor(), outputs=[{"name": "logits"}]),
         400,
         "unknown output",
     ),
@@ -290,7 +281,7 @@ CASES = [
         "name %2e%2e",
         "POST",
         "/v2/models/%2e%2e/infer",
-        _infer(_tensor()),
+        _infer(kserve_tensor()),
         404,
         "model '..' not found",
     ),

@@ -10,7 +10,7 @@ import orjson
 import pytest
 import tensorflow as tf
 
-from tests.images import digit_png
+from tests.images import digit_png, kserve_tensor
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -200,30 +200,19 @@ def test_kserve_json_fp32_and_binary_by_hand(client, sample) -> None:
     assert struct.calcsize("<I") == 4  # BYTES tensors use 4-byte length prefixes (see the codec)
 
 
-def _tensor(**changes: object) -> dict:
-    """A valid UINT8 input tensor for gap, with some fields changed."""
-    return {
-        "name": "images",
-        "shape": [1, 28, 28, 1],
-        "datatype": "UINT8",
-        "data": [0] * 784,
-        **changes,
-    }
-
-
 BINARY_SIZE = {"parameters": {"binary_data_size": 784}}
 
 
 @pytest.mark.parametrize(
     ("request_body", "headers", "words"),
     [
-        ({"inputs": [_tensor(shape=[1, 28, 28])]}, {}, "must be [batch, 28, 28, 1]"),
-        ({"inputs": [_tensor(datatype="INT64")]}, {}, "UINT8 or FP32"),
-        ({"inputs": [_tensor(name="pixels")]}, {}, "unknown input"),
-        ({"inputs": [_tensor(data=[0] * 10)]}, {}, "needs 784"),
-        ({"inputs": [_tensor()], "outputs": [{"name": "logits"}]}, {}, "unknown output"),
+        ({"inputs": [kserve_tensor(shape=[1, 28, 28])]}, {}, "must be [batch, 28, 28, 1]"),
+        ({"inputs": [kserve_tensor(datatype="INT64")]}, {}, "UINT8 or FP32"),
+        ({"inputs": [kserve_tensor(name="pixels")]}, {}, "unknown input"),
+        ({"inputs": [kserve_tensor(data=[0] * 10)]}, {}, "needs 784"),
+        ({"inputs": [kserve_tensor()], "outputs": [{"name": "logits"}]}, {}, "unknown output"),
         (
-            {"inputs": [{**_tensor(), **BINARY_SIZE}]},
+            {"inputs": [{**kserve_tensor(), **BINARY_SIZE}]},
             {"Inference-Header-Content-Length": "100000"},
             "must be the byte length",
         ),
