@@ -139,7 +139,7 @@ def _count(parameters: dict[str, Any], key: str, where: str) -> int | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise bad_request(f"{where}: parameter {key!r} must be a non-negative integer")
-    return value
+    return int(value)
 
 
 def _requested_outputs(spec: Any, card: ModelCard, binary_default: bool) -> list[RequestedOutput]:
