@@ -43,7 +43,11 @@ def _wait(client: TestClient, status: int = 200, timeout: float = 120) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         response = client.get("/readyz")
-        if response.status_code == status and "loading" not in response.text:
+        # Settled: every model's newest version has finished loading, one way or the other
+        # ("available" means its load has not started yet).
+        models = response.json()["models"]
+        settled = bool(models) and set(models.values()) <= {"ready", "failed"}
+        if response.status_code == status and settled:
             return response.json()
         time.sleep(0.1)
     raise AssertionError(f"/readyz never answered {status}: {response.text}")
