@@ -21,9 +21,9 @@ from service.batching import Batcher
 from service.metrics import Metrics
 from service.runtime import Runtime, release_memory
 from service.settings import Settings
+from service.signatures import SIGNATURES, check_signatures
 
 log = logging.getLogger("convbridge.repository")
-SIGNATURES = ("serving_default", "feature_maps")
 
 
 class State(enum.StrEnum):
@@ -224,7 +224,7 @@ class ModelRepository:
         if missing:
             raise ModelLoadError(f"the SavedModel lacks signatures {missing}")
         signatures = {name: saved.signatures[name] for name in SIGNATURES}
-        _check_signatures(signatures, card)
+        check_signatures(signatures, card)
         model = LoadedModel(card, signatures, self.runtime, self.settings, self.metrics)
         model._saved = saved  # type: ignore[attr-defined]  # keeps the variables alive
         # Warm up on the inference threads themselves: that is where requests will run.
@@ -320,32 +320,6 @@ class ModelRepository:
                 if entry.model is not None:
                     await entry.model.close()
                     entry.model = None
-
-
-def _check_signatures(signatures: dict[str, Any], card: ModelCard) -> None:
-    """The signatures take what the card promises and give what the service reads."""
-    wanted = (None, *card.input.shape)
-    for name, function in signatures.items():
-        _, inputs = function.structured_input_signature
-        spec = inputs.get(card.input.name)
-        if (
-            set(inputs) != {card.input.name}
-            or spec.dtype.name != "uint8"
-            or tuple(spec.shape) != wanted
-        ):
-            found = ", ".join(f"{k}: {v.dtype.name}{list(v.shape)}" for k, v in inputs.items())
-            raise ModelLoadError(
-                f"signature {name!r} takes {found or 'nothing'}; the card needs "
-                f"{card.input.name}: uint8{list(wanted)}"
-            )
-    outputs = {
-        "serving_default": {"probabilities"},
-        "feature_maps": set(card.layer_names),
-    }
-    for name, needed in outputs.items():
-        lacking = needed - set(signatures[name].structured_outputs)
-        if lacking:
-            raise ModelLoadError(f"signature {name!r} lacks outputs {sorted(lacking)}")
 
 
 def _public_reason(error: BaseException, entry: VersionEntry) -> str:
