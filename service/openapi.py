@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from service.api.pipeline import TIMEOUT_HEADER
 from service.imaging import MEDIA_TYPES
 from service.schemas import ErrorBody
+from service.signatures import SIGNATURES
 
 _BINARY = {"schema": {"type": "string", "format": "binary"}}
 
@@ -44,8 +46,8 @@ PROTOCOL_ERRORS: dict[int | str, dict[str, Any]] = {
     status: ERRORS[status] for status in (400, 404, 413, 503, 504)
 }
 
-TIMEOUT_HEADER: dict[str, Any] = {
-    "name": "X-Request-Timeout-Ms",
+TIMEOUT_PARAMETER: dict[str, Any] = {
+    "name": TIMEOUT_HEADER,
     "in": "header",
     "required": False,
     "description": "shorten this request's deadline (milliseconds); it never exceeds the "
@@ -53,12 +55,12 @@ TIMEOUT_HEADER: dict[str, Any] = {
     "schema": {"type": "number", "exclusiveMinimum": 0, "examples": [250]},
 }
 
-IMAGE_REQUEST: dict[str, Any] = {**IMAGE_BODY, "parameters": [TIMEOUT_HEADER]}
+IMAGE_REQUEST: dict[str, Any] = {**IMAGE_BODY, "parameters": [TIMEOUT_PARAMETER]}
 
 _PARAMETERS = {"type": "object", "additionalProperties": True}
 
 TFSERVING_PREDICT: dict[str, Any] = {
-    "parameters": [TIMEOUT_HEADER],
+    "parameters": [TIMEOUT_PARAMETER],
     "requestBody": {
         "required": True,
         "description": "Row format (`instances`) or columnar format (`inputs`). An image is a "
@@ -70,7 +72,7 @@ TFSERVING_PREDICT: dict[str, Any] = {
                     "properties": {
                         "signature_name": {
                             "type": "string",
-                            "enum": ["serving_default", "feature_maps"],
+                            "enum": list(SIGNATURES),
                         },
                         "instances": {"type": "array"},
                         "inputs": {},
@@ -108,7 +110,7 @@ _KSERVE_TENSOR = {
 }
 
 KSERVE_INFER: dict[str, Any] = {
-    "parameters": [TIMEOUT_HEADER],
+    "parameters": [TIMEOUT_PARAMETER],
     "requestBody": {
         "required": True,
         "description": "An inference request: JSON, or with the binary tensor data extension "

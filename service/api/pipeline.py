@@ -20,6 +20,7 @@ from service.batching import (
     DeadlineExceededError,
     QueueFullError,
 )
+from service.deps import app_state
 from service.errors import (
     ApiError,
     bad_request,
@@ -207,7 +208,7 @@ class RequestScope:
     """
 
     def __init__(self, request: Request, name: str, endpoint: str) -> None:
-        self.state: AppState = request.app.state.convbridge
+        self.state = app_state(request)
         self.name, self.endpoint = name, endpoint
         self.held: list[LoadedModel] = []
         self.admitted: list[Batcher] = []
