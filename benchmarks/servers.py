@@ -61,6 +61,13 @@ class ServerProcess:
             time.sleep(0.25)
         raise RuntimeError(f"server not ready in {timeout} s: {self.log()[-3000:]}")
 
+    def resident_bytes(self) -> int:
+        """The process's resident memory (VmRSS), from /proc."""
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        raise RuntimeError(f"no VmRSS for process {self.pid}")
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 

@@ -17,6 +17,7 @@ import numpy as np
 import orjson
 import pytest
 
+from benchmarks.servers import ServerProcess
 from tests.conftest import start_server
 from tests.images import digit_png
 from tests.metrics import samples, value
@@ -116,22 +117,15 @@ class Phase:
 
 
 class RssSampler(threading.Thread):
-    """The server's resident memory every 100 ms, from /proc."""
+    """The server's resident memory every 100 ms."""
 
-    def __init__(self, pid: int) -> None:
+    def __init__(self, server: ServerProcess) -> None:
         super().__init__(daemon=True)
-        self.pid, self.values, self.running = pid, [], True
-
-    def read(self) -> int:
-        with open(f"/proc/{self.pid}/status") as status:
-            for line in status:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-        raise RuntimeError("no VmRSS")
+        self.server, self.values, self.running = server, [], True
 
     def run(self) -> None:
         while self.running:
-            self.values.append(self.read())
+            self.values.append(self.server.resident_bytes())
             time.sleep(0.1)
 
 
@@ -245,7 +239,7 @@ def test_four_times_capacity_is_survived(demo_repository, digits, tmp_path) -> N
         assert np.mean(np.array(expected, dtype=int) == truth) >= 0.8
 
         quiet_before = _latencies(server.url, pngs[0])
-        memory = RssSampler(server.pid)
+        memory = RssSampler(server)
         memory.start()
         capacity = asyncio.run(_closed_loop(server.url, body, expected, 4, CAPACITY_SECONDS))
         assert capacity.statuses[200] > 0 and set(capacity.statuses) == {200}

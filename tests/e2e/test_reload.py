@@ -160,14 +160,6 @@ def test_new_versions_take_over_without_failed_requests(demo_repository, digits,
         assert server.stop() == 0
 
 
-def _rss(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
-
-
 def test_unloaded_versions_give_their_memory_back(demo_repository, digits, tmp_path) -> None:
     """Ten reloads of `flatten` (100 MB of weights each): memory levels off, it does not grow
     by a fraction of the model with every reload."""
@@ -198,7 +190,7 @@ def test_unloaded_versions_give_their_memory_back(demo_repository, digits, tmp_p
                     "/models/flatten/classify", content=png, headers={"Content-Type": "image/png"}
                 )
                 assert answer.json()["version"] == version
-                figures.append(_rss(server.pid))
+                figures.append(server.resident_bytes())
     finally:
         assert server.stop() == 0
     mib = [value >> 20 for value in figures]
