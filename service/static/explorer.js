@@ -119,10 +119,9 @@ function modelCard(model) {
 
 async function classify(model, card, runId) {
   const topK = $("#top-k").value || "3";
-  const body = { method: "POST", body: state.image, headers: { "Content-Type": contentType() } };
   try {
     const { response, roundTrip } = await api(
-      `/models/${encodeURIComponent(model.name)}/classify?top_k=${topK}`, body);
+      `/models/${encodeURIComponent(model.name)}/classify?top_k=${topK}`, imagePost());
     const answer = await response.json();
     showScores(card, answer, roundTrip);
   } catch (error) {
@@ -141,9 +140,15 @@ async function classify(model, card, runId) {
   card.dataset.mapsLoaded = "true";
 }
 
-function contentType() {
-  return state.image.type && state.image.type.startsWith("image/")
+// The chosen image as a raw POST body, typed when the browser knows its image type.
+function imagePost() {
+  const type = state.image.type && state.image.type.startsWith("image/")
     ? state.image.type : "application/octet-stream";
+  return { method: "POST", body: state.image, headers: { "Content-Type": type } };
+}
+
+function pageSize() {
+  return Math.max(1, parseInt($("#page-size").value, 10) || 16);
 }
 
 function showScores(card, answer, roundTrip) {
@@ -176,16 +181,14 @@ async function showLayer(model, layer, card) {
   const total = layer.shape[layer.shape.length - 1];
   const pager = { start: 0 };
   const load = async () => {
-    const size = Math.max(1, parseInt($("#page-size").value, 10) || 16);
-    const stop = Math.min(total, pager.start + size);
+    const stop = Math.min(total, pager.start + pageSize());
     $(".channels", figure).textContent = `channels ${pager.start}–${stop - 1} of ${total}`;
     $(".prev", figure).disabled = pager.start === 0;
     $(".next", figure).disabled = stop >= total;
     const query = `layers=${encodeURIComponent(layer.name)}&format=png&channels=${pager.start}:${stop}`;
     try {
       const { response } = await api(
-        `/models/${encodeURIComponent(model.name)}/feature-maps?${query}`,
-        { method: "POST", body: state.image, headers: { "Content-Type": contentType() } });
+        `/models/${encodeURIComponent(model.name)}/feature-maps?${query}`, imagePost());
       const image = $("img.grid", figure);
       if (image.src) URL.revokeObjectURL(image.src);
       const loaded = new Promise((resolve) => { image.onload = resolve; image.onerror = resolve; });
@@ -200,11 +203,11 @@ async function showLayer(model, layer, card) {
     }
   };
   $(".prev", figure).addEventListener("click", () => {
-    pager.start = Math.max(0, pager.start - (parseInt($("#page-size").value, 10) || 16));
+    pager.start = Math.max(0, pager.start - pageSize());
     load();
   });
   $(".next", figure).addEventListener("click", () => {
-    pager.start += parseInt($("#page-size").value, 10) || 16;
+    pager.start += pageSize();
     load();
   });
   await load();
