@@ -22,6 +22,11 @@ def digit_png(pixels: np.ndarray, scale: int = 1) -> bytes:
     return encode(image)
 
 
+def png_files(images: list[bytes]) -> list[tuple[str, tuple[str, bytes, str]]]:
+    """PNG bytes as the multipart ``images`` files of one request: 0.png, 1.png..."""
+    return [("images", (f"{i}.png", data, "image/png")) for i, data in enumerate(images)]
+
+
 def kserve_tensor(**changes: object) -> dict:
     """A valid KServe v2 UINT8 input tensor for a 28x28x1 digit model, some fields changed."""
     return {

@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from tests.images import bomb_png, digit_png, encode
+from tests.images import bomb_png, digit_png, encode, png_files
 from tests.metrics import samples, value
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -16,10 +16,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 @pytest.fixture(scope="module")
 def png(digits) -> bytes:
     return digit_png(digits.test.images[0])
-
-
-def _files(*images: bytes):
-    return [("images", (f"{i}.png", data, "image/png")) for i, data in enumerate(images)]
 
 
 def _cases(png: bytes):
@@ -32,7 +28,7 @@ def _cases(png: bytes):
             "POST",
             "/models/vgg/classify",
             {},
-            {"files": _files(png)},
+            {"files": png_files([png])},
             404,
             "available models: conv_pool",
         ),
@@ -40,13 +36,27 @@ def _cases(png: bytes):
             "POST",
             "/models/gap/classify",
             {"version": 9},
-            {"files": _files(png)},
+            {"files": png_files([png])},
             404,
             "versions: [1]",
         ),
-        ("POST", "/models/gap/classify", {"version": 0}, {"files": _files(png)}, 422, "version"),
-        ("POST", "/models/gap/classify", {"top_k": "many"}, {"files": _files(png)}, 422, "top_k"),
-        ("POST", "/models/gap/classify", {"top_k": 0}, {"files": _files(png)}, 422, "top_k"),
+        (
+            "POST",
+            "/models/gap/classify",
+            {"version": 0},
+            {"files": png_files([png])},
+            422,
+            "version",
+        ),
+        (
+            "POST",
+            "/models/gap/classify",
+            {"top_k": "many"},
+            {"files": png_files([png])},
+            422,
+            "top_k",
+        ),
+        ("POST", "/models/gap/classify", {"top_k": 0}, {"files": png_files([png])}, 422, "top_k"),
         ("POST", "/models/gap/classify", {}, {"content": png}, 415, "no Content-Type"),
         (
             "POST",
@@ -76,7 +86,7 @@ def _cases(png: bytes):
             "POST",
             "/models/gap/classify",
             {},
-            {"files": _files(truncated)},
+            {"files": png_files([truncated])},
             422,
             "could not be decoded",
         ),
@@ -84,11 +94,11 @@ def _cases(png: bytes):
             "POST",
             "/models/gap/classify",
             {},
-            {"files": _files(bomb_png())},
+            {"files": png_files([bomb_png()])},
             413,
             "36,000,000 pixels",
         ),
-        ("POST", "/models/gap/classify", {}, {"files": _files(*[png] * 65)}, 413, "at most 64"),
+        ("POST", "/models/gap/classify", {}, {"files": png_files([png] * 65)}, 413, "at most 64"),
         (
             "POST",
             "/models/gap/classify",
@@ -125,7 +135,7 @@ def _cases(png: bytes):
             "POST",
             "/models/gap/feature-maps",
             {"layers": "conv9"},
-            {"files": _files(png)},
+            {"files": png_files([png])},
             422,
             "valid layers: conv1, pool1",
         ),
@@ -133,7 +143,7 @@ def _cases(png: bytes):
             "POST",
             "/models/gap/feature-maps",
             {"format": "tiff"},
-            {"files": _files(png)},
+            {"files": png_files([png])},
             422,
             "format",
         ),
@@ -141,7 +151,7 @@ def _cases(png: bytes):
             "POST",
             "/models/gap/feature-maps",
             {"reduce": "sum"},
-            {"files": _files(png)},
+            {"files": png_files([png])},
             422,
             "reduce",
         ),
@@ -149,7 +159,7 @@ def _cases(png: bytes):
             "POST",
             "/models/gap/feature-maps",
             {"channels": "40"},
-            {"files": _files(png)},
+            {"files": png_files([png])},
             422,
             "channels 0 to 31",
         ),
@@ -157,7 +167,7 @@ def _cases(png: bytes):
             "POST",
             "/models/gap/feature-maps",
             {"channels": "x"},
-            {"files": _files(png)},
+            {"files": png_files([png])},
             422,
             "not understood",
         ),
@@ -165,7 +175,7 @@ def _cases(png: bytes):
             "POST",
             "/models/gap/feature-maps",
             {},
-            {"files": _files(png, png)},
+            {"files": png_files([png, png])},
             422,
             "exactly one image",
         ),
@@ -190,17 +200,17 @@ def test_every_malformed_request_gets_its_4xx_and_a_json_error(client, png) -> N
     assert failures == []
     # The server is still fine afterwards.
     assert client.get("/healthz").status_code == 200
-    assert client.post("/models/gap/classify", files=_files(png)).status_code == 200
+    assert client.post("/models/gap/classify", files=png_files([png])).status_code == 200
 
 
 def test_metrics_move_by_the_right_amounts(client, png) -> None:
     before = samples(client.get("/metrics").text)
     requests = 5
     for _ in range(requests):
-        assert client.post("/models/gmp/classify", files=_files(png)).status_code == 200
-    assert client.post("/models/gmp/feature-maps", files=_files(png)).status_code == 200
+        assert client.post("/models/gmp/classify", files=png_files([png])).status_code == 200
+    assert client.post("/models/gmp/feature-maps", files=png_files([png])).status_code == 200
     assert (
-        client.post("/models/gmp/classify", params={"top_k": 0}, files=_files(png)).status_code
+        client.post("/models/gmp/classify", params={"top_k": 0}, files=png_files([png])).status_code
         == 422
     )
     after = samples(client.get("/metrics").text)

@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from tests.images import digit_png
+from tests.images import digit_png, png_files
 from training.variants import VARIANTS
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -21,10 +21,6 @@ def saved_models(demo_repository):
     return {name: tf.saved_model.load(str(demo_repository / name / "1")) for name in VARIANTS}
 
 
-def multipart(images: list[bytes]) -> list[tuple[str, tuple[str, bytes, str]]]:
-    return [("images", (f"digit{i}.png", data, "image/png")) for i, data in enumerate(images)]
-
-
 @pytest.mark.parametrize("name", list(VARIANTS))
 def test_held_out_digits_are_classified_like_the_saved_model(
     client, saved_models, digits, name
@@ -33,7 +29,7 @@ def test_held_out_digits_are_classified_like_the_saved_model(
     images, labels = digits.test.images[:count], digits.test.labels[:count]
     predictions = []
     for start in range(0, count, 50):
-        files = multipart([digit_png(image) for image in images[start : start + 50]])
+        files = png_files([digit_png(image) for image in images[start : start + 50]])
         response = client.post(f"/models/{name}/classify", files=files, params={"top_k": 3})
         assert response.status_code == 200, response.text
         body = response.json()
@@ -54,7 +50,7 @@ def test_held_out_digits_are_classified_like_the_saved_model(
 def test_raw_body_and_multipart_agree(client, digits) -> None:
     data = digit_png(digits.test.images[7], scale=5)
     raw = client.post("/models/gmp/classify", content=data, headers={"Content-Type": "image/png"})
-    form = client.post("/models/gmp/classify", files=multipart([data]))
+    form = client.post("/models/gmp/classify", files=png_files([data]))
     assert raw.status_code == form.status_code == 200
     assert raw.json()["predictions"][0]["top_k"] == form.json()["predictions"][0]["top_k"]
     image = raw.json()["predictions"][0]["image"]
@@ -65,7 +61,7 @@ def test_raw_body_and_multipart_agree(client, digits) -> None:
 def post_maps(client: httpx.Client, image: np.ndarray, **params: str) -> httpx.Response:
     """Ask global_context for the feature maps of one digit."""
     return client.post(
-        "/models/global_context/feature-maps", files=multipart([digit_png(image)]), params=params
+        "/models/global_context/feature-maps", files=png_files([digit_png(image)]), params=params
     )
 
 

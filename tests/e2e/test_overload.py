@@ -19,16 +19,12 @@ import pytest
 
 from benchmarks.servers import ServerProcess
 from tests.conftest import start_server
-from tests.images import digit_png
+from tests.images import digit_png, png_files
 from tests.metrics import samples, value
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 TIMEOUT = "X-Request-Timeout-Ms"
-
-
-def _files(images: list[bytes]) -> list[tuple[str, tuple[str, bytes, str]]]:
-    return [("images", (f"{i}.png", data, "image/png")) for i, data in enumerate(images)]
 
 
 def test_a_shorter_deadline_header_answers_504_on_every_api_without_running_the_model(
@@ -45,7 +41,7 @@ def test_a_shorter_deadline_header_answers_504_on_every_api_without_running_the_
             headers={"Content-Type": "image/png", **short},
         ),
         "feature_maps": client.post(
-            "/models/residual_gap/feature-maps", files=_files([png]), headers=short
+            "/models/residual_gap/feature-maps", files=png_files([png]), headers=short
         ),
         "tfserving": client.post(
             "/v1/models/residual_gap:predict",
@@ -138,7 +134,7 @@ class Body:
 
     @classmethod
     def of(cls, images: list[bytes]) -> Body:
-        request = httpx.Request("POST", "http://127.0.0.1/", files=_files(images))
+        request = httpx.Request("POST", "http://127.0.0.1/", files=png_files(images))
         return cls(request.read(), {"Content-Type": request.headers["Content-Type"]})
 
 

@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry
 from service.main import create_app
 from service.metrics import Metrics
 from service.settings import Settings
-from tests.images import digit_png
+from tests.images import digit_png, png_files
 
 pytestmark = pytest.mark.slow
 
@@ -134,9 +134,7 @@ def test_padded_batches_answer_exactly_like_the_saved_model(mixed_repository, di
 
     settings = Settings(repository=mixed_repository, allowed_batch_sizes=[1, 8, 32])
     images = digits.test.images[:3]
-    files = [
-        ("images", (f"{i}.png", digit_png(image), "image/png")) for i, image in enumerate(images)
-    ]
+    files = png_files([digit_png(image) for image in images])
     with TestClient(create_app(settings, Metrics(CollectorRegistry()))) as client:
         _wait(client)
         answer = client.post("/models/gap/classify", files=files, params={"top_k": 10})
