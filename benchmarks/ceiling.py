@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from convbridge.signatures import CLASSIFY
 from training.report import time_calls
 
 
@@ -25,7 +26,7 @@ def measure_ceiling(
     """Median latency and throughput of one signature call per batch size."""
     import tensorflow as tf
 
-    signature = tf.saved_model.load(str(path)).signatures["serving_default"]
+    signature = tf.saved_model.load(str(path)).signatures[CLASSIFY]
     rng = np.random.default_rng(0)
     results = []
     for batch in batches:

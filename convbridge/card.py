@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
 from convbridge.layout import card_path
+from convbridge.signatures import INPUT, SIGNATURES
 
 CARD_FORMAT = 1
 CHANNEL_MODES = {1: "L", 3: "RGB"}
@@ -38,7 +39,7 @@ class InputInfo:
     shape: tuple[int, ...]  # (height, width, channels)
     channels: str  # Pillow mode the pixels are in: "L" or "RGB"
     dtype: str = "uint8"
-    name: str = "images"  # the signature's input key
+    name: str = INPUT  # the signatures' input key
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,7 @@ class ModelCard:
     tensorflow_version: str
     keras_version: str
     created: str
-    signatures: tuple[str, ...] = ("serving_default", "feature_maps")
+    signatures: tuple[str, ...] = SIGNATURES
     format: int = CARD_FORMAT
     extra: dict[str, Any] = field(default_factory=dict)
 

@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     configure_logging(settings.log_format, settings.log_level)
 
-    from service.runtime import DeviceError, configure_tensorflow
+    from service.inference.runtime import DeviceError, configure_tensorflow
 
     try:
         runtime = configure_tensorflow(settings)

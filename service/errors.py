@@ -52,3 +52,13 @@ def unavailable(message: str, retry_after: float = 1.0, **detail: Any) -> ApiErr
 
 def timed_out(message: str, **detail: Any) -> ApiError:
     return ApiError(504, message, **detail)
+
+
+class BodyTooLargeError(ApiError):
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            413,
+            f"the request body is larger than {limit:,} bytes; send a smaller "
+            "image or raise CONVBRIDGE_MAX_BODY_BYTES",
+            limit_bytes=limit,
+        )

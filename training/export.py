@@ -23,9 +23,10 @@ from convbridge.card import (
     write_card,
 )
 from convbridge.layout import TEMPORARY_PREFIX, next_version, validate_model_name
+from convbridge.signatures import CLASSIFY, FEATURE_MAPS, INPUT, PROBABILITIES
 from training.data import Dataset
 from training.train import TrainConfig, TrainResult, predict_probabilities
-from training.variants import INPUT_NAME, OUTPUT_NAME, exposed_layers, get_variant
+from training.variants import exposed_layers, get_variant
 
 # A rename can lose a race with another exporter taking the same number; try the next one.
 _RENAME_ATTEMPTS = 20
@@ -93,10 +94,10 @@ def build_archive(model: keras.Model, card: ModelCard) -> keras.export.ExportArc
     feature_model = keras.Model(
         model.inputs, {layer.name: model.get_layer(layer.name).output for layer in card.layers}
     )
-    spec = tf.TensorSpec([None, *card.input.shape], tf.uint8, name=INPUT_NAME)
+    spec = tf.TensorSpec([None, *card.input.shape], tf.uint8, name=INPUT)
 
     def classify(images: tf.Tensor) -> dict[str, tf.Tensor]:
-        return {OUTPUT_NAME: model(images, training=False)}
+        return {PROBABILITIES: model(images, training=False)}
 
     def feature_maps(images: tf.Tensor) -> dict[str, tf.Tensor]:
         return feature_model(images, training=False)
@@ -104,8 +105,8 @@ def build_archive(model: keras.Model, card: ModelCard) -> keras.export.ExportArc
     archive = keras.export.ExportArchive()
     archive.track(model)
     archive.track(feature_model)
-    archive.add_endpoint("serving_default", classify, input_signature=[spec])
-    archive.add_endpoint("feature_maps", feature_maps, input_signature=[spec])
+    archive.add_endpoint(CLASSIFY, classify, input_signature=[spec])
+    archive.add_endpoint(FEATURE_MAPS, feature_maps, input_signature=[spec])
     return archive
 
 
@@ -130,12 +131,12 @@ def verify_export(path: Path, model: keras.Model, card: ModelCard, sample: np.nd
     """Raise ExportError unless the SavedModel at ``path`` matches the Keras model."""
     loaded = tf.saved_model.load(str(path))
     images = tf.constant(sample, dtype=tf.uint8)
-    served = loaded.signatures["serving_default"](**{INPUT_NAME: images})[OUTPUT_NAME].numpy()
+    served = loaded.signatures[CLASSIFY](**{INPUT: images})[PROBABILITIES].numpy()
     expected = predict_probabilities(model, sample)
     difference = float(np.max(np.abs(served - expected)))
     if difference > _TOLERANCE:
         raise ExportError(f"serving_default differs from the Keras model by {difference:.2e}")
-    maps = loaded.signatures["feature_maps"](**{INPUT_NAME: images})
+    maps = loaded.signatures[FEATURE_MAPS](**{INPUT: images})
     if set(maps) != set(card.layer_names):
         raise ExportError(f"feature_maps outputs {sorted(maps)} != card layers {card.layer_names}")
     for layer in card.layers:

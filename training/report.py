@@ -14,6 +14,7 @@ import tensorflow as tf
 
 from convbridge.card import ModelCard, read_card
 from convbridge.layout import list_models, list_versions, version_dir
+from convbridge.signatures import CLASSIFY
 
 REPORT_NAME = "REPORT.md"
 
@@ -45,7 +46,7 @@ def time_calls(call: Callable[[], object], repeats: int, warmup: int = 3) -> lis
 
 def signature_latency_ms(path: Path, card: ModelCard, batch: int, repeats: int) -> float:
     """Median milliseconds of one serving_default call at ``batch`` images."""
-    signature = tf.saved_model.load(str(path)).signatures["serving_default"]
+    signature = tf.saved_model.load(str(path)).signatures[CLASSIFY]
     rng = np.random.default_rng(0)
     images = tf.constant(rng.integers(0, 256, (batch, *card.input.shape), dtype=np.uint8))
     samples = time_calls(lambda: signature(**{card.input.name: images}), repeats)

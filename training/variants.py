@@ -13,9 +13,10 @@ from typing import Any
 import keras
 from keras import layers
 
+from convbridge.signatures import INPUT as INPUT_NAME  # the Input layer is named after it
+from convbridge.signatures import PROBABILITIES as OUTPUT_NAME
+
 BROADCAST_METHODS = ("resize", "upsample", "tile")
-INPUT_NAME = "images"
-OUTPUT_NAME = "probabilities"
 # Layers that are plumbing rather than something to look at.
 HIDDEN_LAYERS = frozenset({INPUT_NAME, "rescale", OUTPUT_NAME})
 MIN_SIDE = 8

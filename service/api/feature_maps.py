@@ -2,22 +2,22 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any, Literal
 
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
-from service.api.pipeline import RequestScope, find_model, infer, one_image, record, stage_timings
+from convbridge.signatures import FEATURE_MAPS
+from service.api.deps import ModelName, Version
+from service.api.openapi import ERRORS, IMAGE_REQUEST
+from service.api.outline import InferenceCall
+from service.api.schemas import FeatureMapsResponse
 from service.api.uploads import read_uploads
-from service.deps import ModelName, Version, app_repository, app_state
+from service.codecs.featuremaps import LayerOutput, SelectionError, encode_npy, select_and_reduce
+from service.codecs.rendering import RenderError, render_png
 from service.errors import unprocessable
-from service.featuremaps import LayerOutput, SelectionError, encode_npy, select_and_reduce
-from service.openapi import ERRORS, IMAGE_REQUEST
-from service.rendering import RenderError, render_png
-from service.repository import LoadedModel
-from service.responses import OrjsonResponse, milliseconds, server_timing
-from service.schemas import FeatureMapsResponse
+from service.inference import ModelInfo
+from service.web.responses import OrjsonResponse, milliseconds
 
 router = APIRouter(tags=["native"])
 # A PNG grid without ?channels= shows this many channels of each layer (all of a small one).
@@ -43,7 +43,7 @@ async def feature_maps(
     layers: str | None = Query(
         None, description="comma-separated layer names; default all", examples=["conv1,bridge"]
     ),
-    format: Literal["json", "npy", "png"] = Query("json", description="response format"),  # noqa: A002
+    format: Literal["json", "npy", "png"] = Query("json", description="response format"),
     channels: str | None = Query(
         None, description="channels of each layer: 0:16, 3 or 0,5,9", examples=["0:16"]
     ),
@@ -52,36 +52,30 @@ async def feature_maps(
     ),
 ) -> Response:
     """Send one image; pick layers, channels, a reduction and a format."""
-    state, repository = app_state(request), app_repository(request)
-    async with RequestScope(request, name, "feature_maps") as scope:
-        model = scope.hold(await find_model(repository, name, version))
-        scope.admit(model, "feature_maps")
-        wanted = _layer_names(model, layers)
-        uploads = await read_uploads(request, state.settings.max_images_per_request)
-        one_image(len(uploads))
-        result = await infer(scope, model, "feature_maps", uploads)
-        started = time.perf_counter()
+    async with InferenceCall(request, name, "feature_maps") as call:
+        lease = await call.reserve(version, FEATURE_MAPS)
+        wanted = _layer_names(lease.model, layers)
+        uploads = await read_uploads(request, call.context.settings.max_images_per_request)
+        if len(uploads) != 1:
+            raise unprocessable(
+                f"feature-maps takes exactly one image; this request has {len(uploads)}"
+            )
+        images = await call.decode(uploads)
+        result = await call.run(images[0].pixels[None])
         selected = _select(wanted, result.outputs, channels, reduce, format)
-        headers = {"X-Model-Version": str(model.version)}
         if format == "json":
             body = {
-                "model": model.name,
-                "version": model.version,
-                "image": {"filename": uploads[0].filename, **result.images[0].describe()},
+                "model": lease.model.name,
+                "version": lease.model.version,
+                "image": {"filename": uploads[0].filename, **images[0].describe()},
                 "layers": {o.name: {**o.summary(), "values": o.values} for o in selected},
+                "timings_ms": milliseconds(call.timings()),
             }
-            timings = stage_timings(result.decode_seconds, result.stats, started)
-            body["timings_ms"] = milliseconds(timings)
-            response: Response = OrjsonResponse(body, headers=headers)
-        else:
-            response = _binary(model, selected, format, headers)
-            timings = stage_timings(result.decode_seconds, result.stats, started)
-        response.headers["Server-Timing"] = server_timing(timings)
-        record(state, model, timings)
-        return response
+            return call.respond(OrjsonResponse(body))
+        return call.respond(await call.encode(_binary, lease.model, selected, format))
 
 
-def _layer_names(model: LoadedModel, layers: str | None) -> list[str]:
+def _layer_names(model: ModelInfo, layers: str | None) -> list[str]:
     available = model.card.layer_names
     if layers is None or not layers.strip():
         return list(available)
@@ -102,7 +96,7 @@ def _select(
     channels: str | None,
     reduce: str,
     format: str,
-) -> list[LayerOutput]:  # noqa: A002
+) -> list[LayerOutput]:
     selected = []
     for layer in wanted:
         values = outputs[layer][0]
@@ -115,12 +109,9 @@ def _select(
     return selected
 
 
-def _binary(
-    model: LoadedModel,
-    selected: list[LayerOutput],
-    format: str,  # noqa: A002
-    headers: dict[str, str],
-) -> Response:
+def _binary(model: ModelInfo, selected: list[LayerOutput], format: str) -> Response:
+    """npy/npz arrays or a PNG grid; runs on a decoder thread (rendering takes milliseconds)."""
+    headers: dict[str, str] = {}
     stem = f"{model.name}-v{model.version}-feature-maps"
     if format == "npy":
         body, media, suffix = encode_npy(selected)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import Response
 
-from service.deps import State
-from service.responses import OrjsonResponse
-from service.schemas import Readiness
+from service.api.deps import app_context
+from service.api.schemas import Readiness
+from service.web.responses import OrjsonResponse
 
 router = APIRouter(tags=["operations"])
 
@@ -24,13 +24,10 @@ async def healthz() -> OrjsonResponse:
     responses={503: {"model": Readiness, "description": "Not ready yet; see Retry-After"}},
     summary="Ready: every model loaded and warmed up",
 )
-async def readyz(state: State) -> OrjsonResponse:
-    if state.repository is None:
-        body = {"ready": False, "models": {}, "error": state.startup_error or "starting"}
-        return OrjsonResponse(body, status_code=503, headers={"Retry-After": "2"})
-    ready, models = state.repository.readiness()
-    body = {"ready": ready, "models": models, "error": None}
-    if not ready:
+async def readyz(request: Request) -> OrjsonResponse:
+    readiness = app_context(request).engine.readiness()
+    body = {"ready": readiness.ready, "models": readiness.models, "error": readiness.error}
+    if not readiness.ready:
         return OrjsonResponse(body, status_code=503, headers={"Retry-After": "2"})
     return OrjsonResponse(body)
 
@@ -40,5 +37,6 @@ async def readyz(state: State) -> OrjsonResponse:
     summary="Prometheus text exposition",
     responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}},
 )
-async def metrics(state: State) -> Response:
-    return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+async def metrics(request: Request) -> Response:
+    registry = app_context(request).metrics.registry
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

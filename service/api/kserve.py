@@ -4,31 +4,20 @@ extensions, on the same batchers as the native API."""
 from __future__ import annotations
 
 import asyncio
-import time
 
-import numpy as np
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from service.api.pipeline import (
-    ADMISSION,
-    RequestScope,
-    find_model,
-    parse_version,
-    protocol_status_codes,
-    record,
-    run_model,
-    stage_timings,
-)
-from service.batching import BatchStats
-from service.deps import ModelName, app_repository, app_state
+from convbridge.card import ModelCard
+from convbridge.signatures import CLASSIFY, FEATURE_MAPS, PROBABILITIES
+from service.api.deps import ModelName, app_context, parse_version
+from service.api.openapi import KSERVE_INFER, PROTOCOL_ERRORS
+from service.api.outline import InferenceCall, engine_errors
+from service.api.schemas import ErrorBody
+from service.codecs import kserve
 from service.errors import not_found, unavailable
-from service.openapi import KSERVE_INFER, PROTOCOL_ERRORS
-from service.protocols import kserve
-from service.repository import LoadedModel, State
-from service.responses import OrjsonResponse, server_timing
-from service.schemas import ErrorBody
-from service.state import AppState
+from service.inference import ModelNotFoundError, State
+from service.web.responses import OrjsonResponse
 
 router = APIRouter(
     tags=["KServe v2"], responses={400: {"model": ErrorBody}, 404: {"model": ErrorBody}}
@@ -49,8 +38,7 @@ async def live() -> OrjsonResponse:
 
 @router.get("/v2/health/ready", summary="Server readiness")
 async def ready(request: Request) -> OrjsonResponse:
-    state = app_state(request)
-    is_ready = state.repository is not None and state.repository.readiness()[0]
+    is_ready = app_context(request).engine.readiness().ready
     return OrjsonResponse({"ready": is_ready}, status_code=200 if is_ready else 503)
 
 
@@ -59,11 +47,12 @@ async def ready(request: Request) -> OrjsonResponse:
 async def model_metadata(
     request: Request, name: ModelName, version: str | None = None
 ) -> OrjsonResponse:
-    async with protocol_status_codes():
-        repository = app_repository(request)
-        model = await find_model(repository, name, parse_version(version))
-        versions = sorted(v for v, e in repository.entries[name].items() if e.state is State.READY)
-        return OrjsonResponse(kserve.model_metadata(model.card, versions))
+    engine = app_context(request).engine
+    wanted = parse_version(version)
+    with engine_errors(name):
+        model = await engine.model(name, wanted)
+        versions = engine.status(name).ready_versions
+    return OrjsonResponse(kserve.model_metadata(model.card, versions))
 
 
 @router.get("/v2/models/{name}/ready", summary="Model readiness")
@@ -71,16 +60,20 @@ async def model_metadata(
 async def model_ready(
     request: Request, name: ModelName, version: str | None = None
 ) -> OrjsonResponse:
-    async with protocol_status_codes():
-        repository = app_repository(request)
-        versions = repository.entries.get(name)
-        wanted = parse_version(version)
-        if versions is None or (wanted is not None and wanted not in versions):
-            raise not_found(f"model {name!r} version {version or 'latest'} not found")
-        chosen = wanted if wanted is not None else repository.served_version(name)
-        if chosen is None or versions[chosen].state is not State.READY:
-            raise unavailable(f"model {name!r} is not ready", retry_after=2)
-        return OrjsonResponse({"name": name, "version": str(chosen), "ready": True})
+    engine = app_context(request).engine
+    with engine_errors(name):
+        try:
+            model = engine.status(name)
+        except ModelNotFoundError:
+            model = None
+    wanted = parse_version(version)
+    if model is None or (wanted is not None and model.version(wanted) is None):
+        raise not_found(f"model {name!r} version {version or 'latest'} not found")
+    chosen = wanted if wanted is not None else model.served_version
+    entry = model.version(chosen) if chosen is not None else None
+    if entry is None or entry.state is not State.READY:
+        raise unavailable(f"model {name!r} is not ready", retry_after=2)
+    return OrjsonResponse({"name": name, "version": str(chosen), "ready": True})
 
 
 @router.post(
@@ -97,49 +90,31 @@ async def model_ready(
 )
 async def infer(request: Request, name: ModelName, version: str | None = None) -> Response:
     """JSON tensors, or a JSON header plus binary tensors (`Inference-Header-Content-Length`)."""
-    state = app_state(request)
-    async with RequestScope(request, name, "kserve_infer") as scope, protocol_status_codes():
-        model = scope.hold(await find_model(app_repository(request), name, parse_version(version)))
-        scope.admit(model, ADMISSION)
-        started = time.perf_counter()
-        body = await request.body()
+    async with InferenceCall(request, name, "kserve_infer", protocol=True) as call:
+        # Outputs are named inside the body: until it is read, the request waits for a place
+        # in the classification queue, the one nearly every request uses.
+        lease = await call.reserve(parse_version(version), CLASSIFY)
         header = request.headers.get(kserve.HEADER_LENGTH)
-        loop = asyncio.get_running_loop()
-        parsed = await loop.run_in_executor(state.decoder, _parse, body, header, model, state)
-        decode = time.perf_counter() - started
-        results, stats = await _run(scope, model, parsed)
-        started = time.perf_counter()
-        content, header_length = await loop.run_in_executor(
-            state.decoder, kserve.encode_response, parsed, results, model.card
+        limit = call.context.settings.max_images_per_request
+        parsed = await call.parse(_parse, await request.body(), header, lease.model.card, limit)
+        # Run the signatures the requested outputs come from, both at once when both are asked.
+        names = {output.name for output in parsed.outputs}
+        signatures = [CLASSIFY] if PROBABILITIES in names else []
+        signatures += [FEATURE_MAPS] if names - {PROBABILITIES} else []
+        runs = await asyncio.gather(*(call.run(parsed.images, s) for s in signatures))
+        outputs = {name: value for run in runs for name, value in run.outputs.items()}
+        content, length = await call.encode(
+            kserve.encode_response, parsed, outputs, lease.model.card
         )
-        timings = stage_timings(decode, stats, started)
-        record(state, model, timings)
-        headers = {"Server-Timing": server_timing(timings)}
-        if header_length is None:
-            return Response(content, media_type="application/json", headers=headers)
-        headers["Inference-Header-Content-Length"] = str(header_length)
-        return Response(content, media_type="application/octet-stream", headers=headers)
+        if length is None:
+            return call.respond(Response(content, media_type="application/json"))
+        response = Response(content, media_type="application/octet-stream")
+        response.headers[kserve.HEADER_LENGTH] = str(length)
+        return call.respond(response)
 
 
 def _parse(
-    body: bytes, header: str | None, model: LoadedModel, state: AppState
+    body: bytes, header: str | None, card: ModelCard, max_images: int
 ) -> kserve.InferRequest:
     document, binary = kserve.split_body(body, header)
-    return kserve.parse_infer(document, binary, model.card, state.settings.max_images_per_request)
-
-
-async def _run(
-    scope: RequestScope, model: LoadedModel, parsed: kserve.InferRequest
-) -> tuple[dict[str, np.ndarray], BatchStats]:
-    """Run the signatures the requested outputs come from (both at once when both are asked)."""
-    names = {output.name for output in parsed.outputs}
-    signatures = []
-    if kserve.PROBABILITIES in names:
-        signatures.append("serving_default")
-    if names - {kserve.PROBABILITIES}:
-        signatures.append("feature_maps")
-    runs = await asyncio.gather(*(run_model(scope, model, s, parsed.images) for s in signatures))
-    results: dict[str, np.ndarray] = {}
-    for outputs, _ in runs:
-        results.update(outputs)
-    return results, runs[0][1]
+    return kserve.parse_infer(document, binary, card, max_images)

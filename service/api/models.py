@@ -4,24 +4,25 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
-from service.api.pipeline import find_model
-from service.deps import ModelName, Repository, Version
+from service.api.deps import ModelName, Version, app_context
+from service.api.openapi import ERRORS
+from service.api.outline import engine_errors
+from service.api.schemas import ModelDetail, ModelList
 from service.errors import not_found
-from service.openapi import ERRORS
-from service.repository import ModelRepository, VersionEntry
-from service.responses import OrjsonResponse
-from service.schemas import ModelDetail, ModelList
+from service.inference import ModelStatus, VersionStatus
+from service.web.responses import OrjsonResponse
 
 router = APIRouter(tags=["native"])
 
 
 @router.get("/models", response_model=ModelList, summary="Every model, its versions and state")
-async def list_models(repository: Repository) -> OrjsonResponse:
-    return OrjsonResponse(
-        {"models": [summary(repository, name) for name in sorted(repository.entries)]}
-    )
+async def list_models(request: Request) -> OrjsonResponse:
+    engine = app_context(request).engine
+    with engine_errors(""):
+        models = [engine.status(name) for name in engine.names()]
+    return OrjsonResponse({"models": [summary(model) for model in models]})
 
 
 @router.get(
@@ -30,60 +31,47 @@ async def list_models(repository: Repository) -> OrjsonResponse:
     responses=ERRORS,
     summary="The model card of the served version",
 )
-async def get_model(
-    name: ModelName, repository: Repository, version: Version = None
-) -> OrjsonResponse:
-    if name not in repository.entries:
-        await find_model(repository, name, version)  # raises the 404 that lists the models
-    entry = _entry(repository, name, version)
-    body = summary(repository, name, entry)
-    body["card"] = entry.card.to_dict() if entry.card else None
+async def get_model(request: Request, name: ModelName, version: Version = None) -> OrjsonResponse:
+    engine = app_context(request).engine
+    with engine_errors(name):
+        model = engine.status(name)
+        newest = model.versions[-1].version if model.versions else None
+        shown = version or model.served_version or newest
+        if shown is None or model.version(shown) is None:
+            numbers = [v.version for v in model.versions]
+            raise not_found(f"model {name!r} has no version {shown}; versions: {numbers}")
+        engine.read_card(name, shown)  # from disk when the version is not loaded
+        model = engine.status(name)
+    entry = model.version(shown)
+    body = summary(model, entry)
+    body["card"] = entry.card.to_dict() if entry and entry.card else None
     return OrjsonResponse(body)
 
 
-def _entry(repository: ModelRepository, name: str, version: int | None) -> VersionEntry:
-    versions = repository.entries[name]
-    if version is None:
-        version = repository.served_version(name) or (max(versions) if versions else None)
-    if version is None or version not in versions:
-        raise not_found(f"model {name!r} has no version {version}; versions: {sorted(versions)}")
-    entry = versions[version]
-    if entry.card is None:
-        _read_card_quietly(entry)
-    return entry
-
-
-def _read_card_quietly(entry: VersionEntry) -> None:
-    from convbridge.card import CardError, read_card
-
-    try:
-        entry.card = read_card(entry.path)
-    except CardError:
-        entry.card = None
-
-
-def summary(
-    repository: ModelRepository, name: str, entry: VersionEntry | None = None
-) -> dict[str, Any]:
-    """A model's versions and states, plus the facts of one version's card."""
-    versions = repository.entries[name]
-    served = repository.served_version(name)
-    if entry is None and versions:
-        entry = versions[served] if served is not None else versions[max(versions)]
+def summary(model: ModelStatus, shown: VersionStatus | None = None) -> dict[str, Any]:
+    """A model's versions and states, plus the card facts of one version (default: served)."""
+    if shown is None and model.versions:
+        served = model.served_version
+        shown = model.version(served) if served is not None else model.versions[-1]
+    card = shown.card if shown is not None else None
     body: dict[str, Any] = {
-        "name": name,
-        "served_version": served,
+        "name": model.name,
+        "served_version": model.served_version,
         "versions": [
-            {"version": v, "state": e.state.value, "error": e.error, "load_seconds": e.load_seconds}
-            for v, e in sorted(versions.items())
+            {
+                "version": v.version,
+                "state": v.state.value,
+                "error": v.error,
+                "load_seconds": v.load_seconds,
+            }
+            for v in model.versions
         ],
-        "device": repository.runtime.device if served is not None else None,
+        "device": model.device,
         "endpoints": {
-            "classify": f"/models/{name}/classify",
-            "feature_maps": f"/models/{name}/feature-maps",
+            "classify": f"/models/{model.name}/classify",
+            "feature_maps": f"/models/{model.name}/feature-maps",
         },
     }
-    card = entry.card if entry is not None else None
     if card is not None:
         body.update(
             variant=card.variant,

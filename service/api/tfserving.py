@@ -2,67 +2,52 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
-
 import orjson
 from fastapi import APIRouter, Request
+from starlette.responses import Response
 
-from service.api.pipeline import (
-    ADMISSION,
-    RequestScope,
-    find_model,
-    parse_version,
-    protocol_status_codes,
-    record,
-    run_model,
-    stage_timings,
-)
-from service.deps import ModelName, app_repository, app_state
+from convbridge.card import ModelCard
+from convbridge.signatures import CLASSIFY
+from service.api.deps import ModelName, app_context, parse_version
+from service.api.openapi import PROTOCOL_ERRORS, TFSERVING_PREDICT
+from service.api.outline import InferenceCall, engine_errors
+from service.api.schemas import ErrorBody
+from service.codecs import tfserving
 from service.errors import bad_request, not_found
-from service.openapi import PROTOCOL_ERRORS, TFSERVING_PREDICT
-from service.protocols import tfserving
-from service.repository import LoadedModel, ModelRepository
-from service.responses import OrjsonResponse, server_timing
-from service.schemas import ErrorBody
-from service.state import AppState
+from service.inference import ModelNotFoundError
+from service.web.responses import OrjsonResponse
 
 router = APIRouter(
     tags=["TF Serving REST"], responses={400: {"model": ErrorBody}, 404: {"model": ErrorBody}}
 )
 
 
-async def _model(repository: ModelRepository, name: str, version: str | None) -> LoadedModel:
-    return await find_model(repository, name, parse_version(version))
-
-
 @router.get("/v1/models/{name}", summary="Version status of a model")
 @router.get("/v1/models/{name}/versions/{version}", summary="Status of one version")
 async def status(request: Request, name: ModelName, version: str | None = None) -> OrjsonResponse:
-    async with protocol_status_codes():
-        repository = app_repository(request)
-        versions = repository.entries.get(name)
-        if versions is None:
-            known = ", ".join(sorted(repository.entries)) or "none"
-            raise not_found(f"Servable not found for request: Latest({name}); models: {known}")
-        wanted = parse_version(version)
-        if wanted is not None and wanted not in versions:
-            raise not_found(f"Servable not found for request: Specific({name}, {wanted})")
-        chosen = (
-            [versions[wanted]]
-            if wanted is not None
-            else [versions[v] for v in sorted(versions, reverse=True)]
-        )
-        statuses = [tfserving.version_status(e.version, e.state.value, e.error) for e in chosen]
-        return OrjsonResponse({"model_version_status": statuses})
+    engine = app_context(request).engine
+    with engine_errors(name):
+        try:
+            model = engine.status(name)
+        except ModelNotFoundError:
+            known = ", ".join(engine.names()) or "none"
+            raise not_found(
+                f"Servable not found for request: Latest({name}); models: {known}"
+            ) from None
+    wanted = parse_version(version)
+    if wanted is not None and model.version(wanted) is None:
+        raise not_found(f"Servable not found for request: Specific({name}, {wanted})")
+    chosen = [v for v in reversed(model.versions) if wanted is None or v.version == wanted]
+    statuses = [tfserving.version_status(v.version, v.state.value, v.error) for v in chosen]
+    return OrjsonResponse({"model_version_status": statuses})
 
 
 @router.get("/v1/models/{name}/metadata", summary="Signature definitions")
 @router.get("/v1/models/{name}/versions/{version}/metadata", summary="Signatures of a version")
 async def metadata(request: Request, name: ModelName, version: str | None = None) -> OrjsonResponse:
-    async with protocol_status_codes():
-        model = await _model(app_repository(request), name, version)
-        return OrjsonResponse(tfserving.metadata(model.card))
+    with engine_errors(name):
+        model = await app_context(request).engine.model(name, parse_version(version))
+    return OrjsonResponse(tfserving.metadata(model.card))
 
 
 @router.get("/v1/models/{name}/labels/{label}", summary="Not supported: use versions")
@@ -85,31 +70,30 @@ async def labels(name: ModelName, label: str) -> OrjsonResponse:
     openapi_extra=TFSERVING_PREDICT,
     responses=PROTOCOL_ERRORS,
 )
-async def predict(request: Request, name: ModelName, version: str | None = None) -> OrjsonResponse:
+async def predict(request: Request, name: ModelName, version: str | None = None) -> Response:
     """`{"instances": [...]}` or `{"inputs": ...}`: pixel lists or `{"b64": <image file>}`."""
-    state = app_state(request)
-    async with RequestScope(request, name, "tfserving_predict") as scope, protocol_status_codes():
-        model = scope.hold(await _model(app_repository(request), name, version))
-        scope.admit(model, ADMISSION)
-        started = time.perf_counter()
-        body = await request.body()
-        loop = asyncio.get_running_loop()
-        parsed = await loop.run_in_executor(state.decoder, _parse, body, model, state)
-        decode = time.perf_counter() - started
-        outputs, stats = await run_model(scope, model, parsed.signature, parsed.images)
-        started = time.perf_counter()
-        answer = tfserving.predict_response(outputs, parsed.columnar)
-        timings = stage_timings(decode, stats, started)
-        record(state, model, timings)
-        return OrjsonResponse(answer, headers={"Server-Timing": server_timing(timings)})
+    async with InferenceCall(request, name, "tfserving_predict", protocol=True) as call:
+        # The signature is named inside the body: until it is read, the request waits for
+        # a place in the classification queue, the one nearly every request uses.
+        lease = await call.reserve(parse_version(version), CLASSIFY)
+        settings = call.context.settings
+        parsed = await call.parse(
+            _parse,
+            await request.body(),
+            lease.model.card,
+            settings.max_image_pixels,
+            settings.max_images_per_request,
+        )
+        result = await call.run(parsed.images, parsed.signature)
+        answer = tfserving.predict_response(result.outputs, parsed.columnar)
+        return call.respond(OrjsonResponse(answer))
 
 
-def _parse(body: bytes, model: LoadedModel, state: AppState) -> tfserving.PredictRequest:
+def _parse(
+    body: bytes, card: ModelCard, max_pixels: int, max_images: int
+) -> tfserving.PredictRequest:
     try:
         document = orjson.loads(body)
     except orjson.JSONDecodeError as error:
         raise bad_request(f"the body is not valid JSON: {error}") from None
-    settings = state.settings
-    return tfserving.parse_predict(
-        document, model.card, settings.max_image_pixels, settings.max_images_per_request
-    )
+    return tfserving.parse_predict(document, card, max_pixels, max_images)

@@ -9,8 +9,8 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 
+from service.codecs.images import MEDIA_TYPES
 from service.errors import ApiError, bad_request, too_large, unprocessable, unsupported_media
-from service.imaging import MEDIA_TYPES
 
 # Aliases that clients send for the formats above.
 _MEDIA_ALIASES = {
@@ -31,16 +31,6 @@ class Upload:
     data: bytes
     filename: str | None
     media_type: str
-
-
-class BodyTooLargeError(ApiError):
-    def __init__(self, limit: int) -> None:
-        super().__init__(
-            413,
-            f"the request body is larger than {limit:,} bytes; send a smaller "
-            "image or raise CONVBRIDGE_MAX_BODY_BYTES",
-            limit_bytes=limit,
-        )
 
 
 async def read_uploads(request: Request, max_images: int) -> list[Upload]:

@@ -10,8 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from service.batching import (
-    Batcher,
+from service.inference.batching import Batcher
+from service.inference.errors import (
     BatchSizeMismatchError,
     DeadlineExceededError,
     QueueFullError,
@@ -80,15 +80,15 @@ def test_a_lone_request_does_not_wait_for_company_that_is_not_coming(executor) -
 def test_announced_requests_are_waited_for_up_to_max_delay(executor) -> None:
     recorder = Recorder()
 
-    async def late(batcher: Batcher, delay: float):
+    async def late(ticket, delay: float):
         await asyncio.sleep(delay)  # as if decoding took this long
-        return await batcher.submit(np.zeros((1, 1)), timeout=5, announced=1)
+        return await ticket.submit(np.zeros((1, 1)), timeout=5)
 
     async def scenario(max_delay: float, delays: list[float]):
         batcher = Batcher(recorder, executor, max_batch_size=32, max_delay=max_delay, max_queue=64)
-        batcher.announce(len(delays))
+        tickets = [batcher.reserve() for _ in delays]  # each announces one image
         started = time.monotonic()
-        results = await asyncio.gather(*(late(batcher, d) for d in delays))
+        results = await asyncio.gather(*(late(t, d) for t, d in zip(tickets, delays, strict=True)))
         elapsed = time.monotonic() - started
         await batcher.close()
         return results, elapsed
@@ -108,13 +108,13 @@ def test_withdrawn_announcements_stop_the_wait(executor) -> None:
 
     async def scenario():
         batcher = Batcher(recorder, executor, max_batch_size=32, max_delay=5.0, max_queue=64)
-        batcher.announce(2)
+        decoded, failing = batcher.reserve(), batcher.reserve()
 
         async def fail_decoding():
             await asyncio.sleep(0.05)
-            batcher.withdraw(1)
+            failing.release()
 
-        first = batcher.submit(np.zeros((1, 1)), timeout=10, announced=1)
+        first = decoded.submit(np.zeros((1, 1)), timeout=10)
         (_, stats), _ = await asyncio.gather(first, fail_decoding())
         await batcher.close()
         return stats
@@ -210,24 +210,25 @@ def test_admission_holds_a_place_until_the_images_are_known(executor) -> None:
 
     async def scenario():
         batcher = Batcher(recorder, executor, max_batch_size=2, max_delay=0, max_queue=3)
-        for _ in range(3):
-            batcher.admit()  # three requests are reading their bodies
+        tickets = [batcher.reserve() for _ in range(3)]  # three requests are reading their bodies
         with pytest.raises(QueueFullError, match="3 images are queued or on their way"):
-            batcher.admit()
-        batcher.withdraw(1)  # one body was malformed
-        batcher.admit()
-        # Two requests now know their images: each gives back its place and announces them.
-        for _ in range(2):
-            batcher.withdraw(1)
-            batcher.announce(1)
+            batcher.reserve()
+        with tickets.pop(0):  # one body was malformed: leaving the block gives its place back
+            pass
+        tickets.append(batcher.reserve())
+        # Two requests now know their images: each turns its place into them.
+        for ticket in tickets[:2]:
+            ticket.expect(1)
         results = await asyncio.gather(
-            *(batcher.submit(np.ones((1, 1)), timeout=5, announced=1) for _ in range(2))
+            *(ticket.submit(np.ones((1, 1)), timeout=5) for ticket in tickets[:2])
         )
-        batcher.withdraw(1)  # the last request failed before decoding
-        batcher.admit()  # the queue is empty again
+        tickets[2].release()  # the last request failed before decoding
+        tickets[2].release()  # releasing twice gives back nothing more
+        with batcher.reserve(), batcher.reserve(), batcher.reserve():
+            pass  # the queue is empty again: all three places are free
         await batcher.close()
         with pytest.raises(QueueFullError, match="shutting down"):
-            batcher.admit()
+            batcher.reserve()
         return results
 
     assert [outputs["double"].tolist() for outputs, _ in run(scenario())] == [[[2]], [[2]]]

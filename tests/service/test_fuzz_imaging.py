@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 from hypothesis import given
 
-from service.imaging import ImageError, decode_image
+from service.codecs.images import ImageError, decode_image
 from tests.strategies import broken_bytes, odd_images
 
 LIMIT = 25_000_000

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from service.imaging import ImageError, decode_image
+from service.codecs.images import ImageError, decode_image
 from tests.images import bomb_png, encode
 
 LIMIT = 25_000_000

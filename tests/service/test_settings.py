@@ -89,7 +89,7 @@ def test_allowed_batch_sizes_must_be_increasing_and_end_at_the_maximum(sizes) ->
 
 
 def test_padded_size() -> None:
-    from service.repository import padded_size
+    from service.inference.model import padded_size
 
     sizes = (1, 2, 4, 8, 32)
     assert [padded_size(n, sizes) for n in (1, 2, 3, 5, 8, 9, 32)] == [1, 2, 4, 8, 8, 32, 32]

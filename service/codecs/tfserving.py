@@ -8,10 +8,10 @@ from typing import Any
 import numpy as np
 
 from convbridge.card import ModelCard
+from convbridge.signatures import CLASSIFY, FEATURE_MAPS, PROBABILITIES, SIGNATURES
+from service.codecs.tensors import check_image_shape, decode_b64_image, pixels_from_values
 from service.errors import bad_request
-from service.protocols.tensors import check_image_shape, decode_b64_image, pixels_from_values
 
-SIGNATURES = ("serving_default", "feature_maps")
 # TF Serving's ModelVersionStatus states for ours.
 STATES = {"ready": "AVAILABLE", "loading": "LOADING", "failed": "END", "available": "START"}
 
@@ -52,8 +52,8 @@ def metadata(card: ModelCard) -> dict[str, Any]:
     probabilities = _tensor_info("StatefulPartitionedCall:0", "DT_FLOAT", [-1, len(card.classes)])
     signatures = {}
     for name, outputs in (
-        ("serving_default", {"probabilities": probabilities}),
-        ("feature_maps", layers),
+        (CLASSIFY, {PROBABILITIES: probabilities}),
+        (FEATURE_MAPS, layers),
     ):
         tensor = _tensor_info(f"{name}_{card.input.name}:0", "DT_UINT8", image)
         signatures[name] = {
@@ -72,7 +72,7 @@ def parse_predict(body: Any, card: ModelCard, max_pixels: int, max_images: int) 
     """Validate a predict body and turn it into a uint8 batch."""
     if not isinstance(body, dict):
         raise bad_request("the request body must be a JSON object with 'instances' or 'inputs'")
-    signature = body.get("signature_name", "serving_default") or "serving_default"
+    signature = body.get("signature_name", CLASSIFY) or CLASSIFY
     if signature not in SIGNATURES:
         raise bad_request(
             f'Serving signature name: "{signature}" not found in signature def; '

@@ -9,7 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 
 from service.errors import ApiError
-from service.responses import OrjsonResponse
+from service.web.responses import OrjsonResponse
 
 log = logging.getLogger("convbridge.errors")
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from service.api.pipeline import TIMEOUT_HEADER
-from service.imaging import MEDIA_TYPES
-from service.schemas import ErrorBody
-from service.signatures import SIGNATURES
+from convbridge.signatures import SIGNATURES
+from service.api.outline import TIMEOUT_HEADER
+from service.api.schemas import ErrorBody
+from service.codecs.images import MEDIA_TYPES
 
 _BINARY = {"schema": {"type": "string", "format": "binary"}}
 

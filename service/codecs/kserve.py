@@ -11,11 +11,12 @@ import numpy as np
 import orjson
 
 from convbridge.card import ModelCard
+from convbridge.signatures import PROBABILITIES
+from service.codecs.scores import top_k
+from service.codecs.tensors import pixels_from_values
 from service.errors import bad_request
-from service.protocols.tensors import pixels_from_values
 
 HEADER_LENGTH = "inference-header-content-length"
-PROBABILITIES = "probabilities"
 _DTYPES = {"UINT8": np.uint8, "FP32": np.float32}
 
 
@@ -199,8 +200,7 @@ def encode_response(
 
 
 def _classify(probabilities: np.ndarray, k: int, classes: tuple[str, ...]) -> np.ndarray:
-    k = min(k, probabilities.shape[1])
-    best = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
+    best = top_k(probabilities, k)
     rows = [
         [f"{row[i]:.6f}:{i}:{classes[i]}" for i in indices]
         for row, indices in zip(probabilities, best, strict=True)

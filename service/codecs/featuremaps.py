@@ -10,7 +10,6 @@ from typing import Any
 import numpy as np
 
 REDUCTIONS = ("none", "mean", "max", "l2")
-FORMATS = ("json", "npy", "png")
 _PART = re.compile(r"^\s*(-?\d*)\s*(?::\s*(-?\d*)\s*)?$")
 
 

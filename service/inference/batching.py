@@ -5,43 +5,15 @@ from __future__ import annotations
 import asyncio
 import collections
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
 
 import numpy as np
 
-Outputs = Mapping[str, np.ndarray]
+from service.inference.batch import BatchStats, Item, Outputs, Ticket, check_rows, join
+from service.inference.errors import DeadlineExceededError, QueueFullError
+
 RunBatch = Callable[[np.ndarray], Outputs]
-
-
-class QueueFullError(Exception):
-    """The queue holds ``max_queue`` images already; the caller should retry later."""
-
-
-class DeadlineExceededError(Exception):
-    """The request's deadline passed before its batch ran."""
-
-
-class BatchSizeMismatchError(RuntimeError):
-    """The model returned a different number of rows than it was given."""
-
-
-@dataclass(frozen=True)
-class BatchStats:
-    """What one request went through: time queued, time computing, size of its batch."""
-
-    queue_seconds: float
-    compute_seconds: float
-    batch_size: int
-
-
-@dataclass
-class _Item:
-    images: np.ndarray
-    deadline: float
-    future: asyncio.Future[tuple[Outputs, BatchStats]]
-    enqueued: float = field(default_factory=time.monotonic)
 
 
 class Batcher:
@@ -49,9 +21,9 @@ class Batcher:
 
     Contract: every batch holds at least one item and at most ``max_batch_size`` images (an
     item larger than that is split by :meth:`submit`); the first item waits at most
-    ``max_delay`` seconds for others, and only while callers have announced images that are
-    still on their way (see :meth:`announce`), so a lone request never waits for company that
-    is not coming; rows of the outputs go back to the item they came from;
+    ``max_delay`` seconds for others, and only while tickets announce images that are still on
+    their way (see :meth:`reserve`), so a lone request never waits for company that is not
+    coming; rows of the outputs go back to the item they came from;
     an exception raised by ``run_batch`` reaches every item of its batch; items whose deadline
     passed before their batch started get DeadlineExceededError and are not computed. Up to
     ``concurrency`` batches run at once (TF Serving's num_batch_threads): a second batch fills
@@ -81,7 +53,7 @@ class Batcher:
         self.max_queue = max_queue
         self._on_batch = on_batch or (lambda size: None)
         self._on_depth = on_depth or (lambda depth: None)
-        self._items: collections.deque[_Item] = collections.deque()
+        self._items: collections.deque[Item] = collections.deque()
         self._queued_images = 0
         self._announced = 0
         self._arrived = asyncio.Event()
@@ -94,12 +66,12 @@ class Batcher:
     def queued_images(self) -> int:
         return self._queued_images
 
-    def admit(self) -> None:
-        """Let one more request in, or refuse it at once with QueueFullError.
+    def reserve(self) -> Ticket:
+        """A place for one request, or QueueFullError at once when the queue is full.
 
         Called before the request's body is read, so an overloaded model costs a refused
-        client nothing but the round trip. An admitted request counts as one announced image
-        until it knows its images: it then withdraws that one and announces them.
+        client nothing but the round trip. The ticket counts as one announced image until
+        the request knows its images (:meth:`Ticket.expect`).
         """
         if self._closed:
             raise QueueFullError("the batcher is shutting down")
@@ -109,15 +81,13 @@ class Batcher:
                 f"{pending} images are queued or on their way; the limit is {self.max_queue}"
             )
         self._announced += 1
+        return Ticket(self)
 
-    def announce(self, count: int) -> None:
-        """Say that ``count`` images will be submitted soon (they are being decoded)."""
-        self._announced += count
-
-    def withdraw(self, count: int) -> None:
-        """Take back an announcement that will not be submitted (decoding failed)."""
-        self._announced = max(0, self._announced - count)
-        self._arrived.set()  # a waiting batch may not need to wait any longer
+    def _announce(self, change: int) -> None:
+        """Tickets' announced images changed by ``change`` (negative: fewer are coming)."""
+        self._announced = max(0, self._announced + change)
+        if change < 0:
+            self._arrived.set()  # a waiting batch may not need to wait any longer
 
     def start(self) -> None:
         if self._task is None:
@@ -137,12 +107,14 @@ class Batcher:
             self._task = None
 
     async def submit(
-        self, images: np.ndarray, timeout: float, announced: int = 0
+        self, images: np.ndarray, timeout: float
     ) -> tuple[dict[str, np.ndarray], BatchStats]:
-        """Run ``images`` (n, ...) through the model; returns outputs with n rows each.
+        """Run ``images`` (n, ...) through the model; returns outputs with n rows each."""
+        return await self._submit(images, timeout, announced=0)
 
-        ``announced``: how many of these images an earlier :meth:`announce` promised.
-        """
+    async def _submit(
+        self, images: np.ndarray, timeout: float, announced: int
+    ) -> tuple[dict[str, np.ndarray], BatchStats]:
         self._announced = max(0, self._announced - announced)
         if self._closed:
             raise QueueFullError("the batcher is shutting down")
@@ -157,7 +129,7 @@ class Batcher:
         items = []
         for start in range(0, count, self.max_batch_size):
             chunk = images[start : start + self.max_batch_size]
-            items.append(_Item(chunk, deadline, loop.create_future()))
+            items.append(Item(chunk, deadline, loop.create_future()))
         for item in items:
             self._items.append(item)
         self._queued_images += count
@@ -174,7 +146,7 @@ class Batcher:
             for item in items:
                 if not item.future.done():
                     item.future.cancel()  # dropped from its batch if not yet started
-        return _join(parts)
+        return join(parts)
 
     async def _loop(self) -> None:
         while True:
@@ -191,7 +163,7 @@ class Batcher:
             self._running.add(task)
             task.add_done_callback(self._running.discard)
 
-    async def _run(self, batch: list[_Item]) -> None:
+    async def _run(self, batch: list[Item]) -> None:
         """One model call for ``batch``; rows go back to their items, errors to all of them."""
         try:
             started = time.monotonic()
@@ -201,7 +173,7 @@ class Batcher:
                 outputs = await asyncio.get_running_loop().run_in_executor(
                     self._executor, self._run_batch, stacked
                 )
-                _check_rows(outputs, len(stacked))
+                check_rows(outputs, len(stacked))
             except Exception as error:  # every item of the batch learns of it
                 for item in batch:
                     if not item.future.done():
@@ -218,7 +190,7 @@ class Batcher:
         finally:
             self._slots.release()
 
-    async def _collect(self) -> list[_Item]:
+    async def _collect(self) -> list[Item]:
         """Wait for the first item, then up to max_delay for announced ones, up to a full batch."""
         while not self._items:
             self._arrived.clear()
@@ -235,8 +207,8 @@ class Batcher:
                 break
         return self._take()
 
-    def _take(self) -> list[_Item]:
-        batch: list[_Item] = []
+    def _take(self) -> list[Item]:
+        batch: list[Item] = []
         size = 0
         now = time.monotonic()
         while self._items and size + len(self._items[0].images) <= self.max_batch_size:
@@ -251,25 +223,3 @@ class Batcher:
             size += len(item.images)
         self._on_depth(self._queued_images)
         return batch
-
-
-def _check_rows(outputs: Outputs, expected: int) -> None:
-    for name, value in outputs.items():
-        if len(value) != expected:
-            raise BatchSizeMismatchError(
-                f"output {name!r} has {len(value)} rows for {expected} images"
-            )
-
-
-def _join(parts: list[tuple[Outputs, BatchStats]]) -> tuple[dict[str, np.ndarray], BatchStats]:
-    """Put the chunks of one request back together; stats describe its slowest chunk."""
-    if len(parts) == 1:
-        outputs, stats = parts[0]
-        return dict(outputs), stats
-    joined = {name: np.concatenate([p[0][name] for p in parts]) for name in parts[0][0]}
-    stats = BatchStats(
-        queue_seconds=max(p[1].queue_seconds for p in parts),
-        compute_seconds=sum(p[1].compute_seconds for p in parts),
-        batch_size=max(p[1].batch_size for p in parts),
-    )
-    return joined, stats

@@ -21,9 +21,16 @@ ImageFile.LOAD_TRUNCATED_IMAGES = False
 class ImageError(ValueError):
     """An image the service cannot use; ``kind`` says why (too_large, unsupported, corrupt)."""
 
+    # The status every API answers for each kind (the protocols then say 400 for 415 and 422).
+    STATUS = {"too_large": 413, "unsupported": 415, "corrupt": 422, "empty": 400}
+
     def __init__(self, kind: str, message: str) -> None:
         super().__init__(message)
         self.kind = kind
+
+    @property
+    def status(self) -> int:
+        return self.STATUS.get(self.kind, 422)
 
 
 @dataclass(frozen=True)

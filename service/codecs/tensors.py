@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 
 from convbridge.card import ModelCard
+from service.codecs.images import ImageError, decode_image
 from service.errors import ApiError, bad_request
-from service.imaging import ImageError, decode_image
 
 
 def pixels_from_values(values: Any, where: str, whole: bool = True) -> np.ndarray:
@@ -61,4 +61,4 @@ def decode_b64_image(text: Any, card: ModelCard, max_pixels: int, where: str) ->
     try:
         return decode_image(data, (height, width), card.input.channels, max_pixels).pixels
     except ImageError as error:
-        raise ApiError(413 if error.kind == "too_large" else 400, f"{where}: {error}") from None
+        raise ApiError(error.status, f"{where}: {error}") from None

@@ -8,8 +8,7 @@ import time
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.api.uploads import BodyTooLargeError
-from service.errors import ApiError
+from service.errors import ApiError, BodyTooLargeError
 from service.metrics import Metrics
 
 

@@ -1,0 +1,238 @@
+"""The outline every inference route follows, native, TF Serving and KServe alike.
+
+    async with InferenceCall(request, name, "classify") as call:
+        lease = await call.reserve(version, CLASSIFY)   # model, lease, queue place: 404/503
+        images = await call.decode(uploads)             # or: await call.parse(parser, ...)
+        result = await call.run(pixels)                 # the engine's batcher: 503/504
+        ...build the answer...                          # timed as "encode"
+        return call.respond(response)                   # Server-Timing, X-Model-Version, metrics
+
+The call owns the deadline, the stage timings, the mapping of the engine's errors to statuses
+and the final outcome count, so each route states only what differs: how it reads its input
+and how it writes its answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AsyncExitStack, contextmanager
+from typing import Any, TypeVar
+
+import numpy as np
+from fastapi import Request
+from starlette.responses import Response
+
+from service.api.deps import AppContext, app_context
+from service.api.uploads import Upload
+from service.codecs.images import DecodedImage, ImageError, decode_image
+from service.errors import ApiError, bad_request, not_found, timed_out, unavailable
+from service.inference import (
+    BatchSizeMismatchError,
+    DeadlineExceededError,
+    Lease,
+    ModelNotFoundError,
+    ModelNotReadyError,
+    QueueFullError,
+    Result,
+    UnknownSignatureError,
+)
+from service.web.responses import server_timing
+
+T = TypeVar("T")
+TIMEOUT_HEADER = "X-Request-Timeout-Ms"
+STAGES = ("decode", "queue", "compute", "encode")
+
+
+class InferenceCall:
+    """One inference request from its route to its answer; an async context manager.
+
+    The deadline starts when the handler does, so reading and decoding spend from it too.
+    ``protocol=True`` (TF Serving, KServe) answers 400 where the native API says 415 or 422.
+    """
+
+    def __init__(self, request: Request, name: str, endpoint: str, protocol: bool = False):
+        self.context: AppContext = app_context(request)
+        self.name, self.endpoint, self.protocol = name, endpoint, protocol
+        self.started = time.monotonic()
+        self.timeout = self.context.settings.request_timeout_s
+        self.timeout_source = "request_timeout_s"
+        self.lease: Lease | None = None
+        self._request = request
+        self._resources = AsyncExitStack()
+        self._seconds = dict.fromkeys(STAGES, 0.0)
+        self._encode_started: float | None = None
+        self._timings: dict[str, float] | None = None
+
+    async def __aenter__(self) -> InferenceCall:
+        try:
+            self.timeout, self.timeout_source = request_timeout(
+                self._request, self.context.settings.request_timeout_s
+            )
+        except ApiError as error:
+            self._count(error.status)
+            raise
+        return self
+
+    async def __aexit__(self, kind: type[BaseException] | None, error: Any, _: object) -> None:
+        await self._resources.aclose()
+        if isinstance(error, ApiError) and self.protocol and error.status in (415, 422):
+            error.status = 400
+        if kind is None:
+            self._count(200)
+        elif isinstance(error, ApiError):
+            self._count(error.status)
+        elif isinstance(error, Exception):
+            self._count(500)
+
+    @property
+    def deadline(self) -> float:
+        return self.started + self.timeout
+
+    async def reserve(self, version: int | None, signature: str) -> Lease:
+        """Hold the model version and a place in ``signature``'s queue until the answer."""
+        lease = self.context.engine.reserve(self.name, version, signature)
+        with engine_errors(self.name, self.timeout_source):
+            self.lease = await self._resources.enter_async_context(lease)
+        return lease
+
+    async def decode(self, uploads: list[Upload]) -> list[DecodedImage]:
+        """Decode every upload on the decoder threads; the batcher waits for the images."""
+        lease = self._held()
+        lease.expect(len(uploads))
+        card = lease.model.card
+        height, width, _ = card.input.shape
+        limit = self.context.settings.max_image_pixels
+        loop = asyncio.get_running_loop()
+        started = time.perf_counter()
+        jobs = [
+            loop.run_in_executor(
+                self.context.decoder,
+                decode_image,
+                upload.data,
+                (height, width),
+                card.input.channels,
+                limit,
+            )
+            for upload in uploads
+        ]
+        results = await asyncio.gather(*jobs, return_exceptions=True)
+        for index, (result, upload) in enumerate(zip(results, uploads, strict=True)):
+            if isinstance(result, ImageError):
+                label = f"image {index}" + (f" ({upload.filename!r})" if upload.filename else "")
+                raise ApiError(result.status, f"{label}: {result}")
+            if isinstance(result, BaseException):
+                raise result
+        self._seconds["decode"] += time.perf_counter() - started
+        return list(results)  # type: ignore[arg-type]
+
+    async def parse(self, parser: Callable[..., T], *args: Any) -> T:
+        """Turn a protocol body into arrays on the decoder threads, timed as decoding."""
+        started = time.perf_counter()
+        parsed = await self._offload(parser, *args)
+        self._seconds["decode"] += time.perf_counter() - started
+        return parsed
+
+    async def run(self, images: np.ndarray, signature: str | None = None) -> Result:
+        """Run the images through the model; a request out of time is not queued at all."""
+        lease = self._held()
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise timed_out(
+                f"the request's deadline ({self.timeout_source}) passed before model "
+                f"{self.name!r} could run it; send fewer or smaller images, or allow more time"
+            )
+        with engine_errors(self.name, self.timeout_source):
+            result = await lease.run(images, left, signature)
+        if not self._seconds["compute"]:
+            self._seconds["queue"] = result.stats.queue_seconds
+            self._seconds["compute"] = result.stats.compute_seconds
+        self._encode_started = time.perf_counter()
+        return result
+
+    async def encode(self, encoder: Callable[..., T], *args: Any) -> T:
+        """Build a heavy answer (images, binary tensors) on the decoder threads."""
+        return await self._offload(encoder, *args)
+
+    def timings(self) -> dict[str, float]:
+        """Seconds per stage; encoding ends at the first call."""
+        if self._timings is None:
+            encoding = time.perf_counter() - (self._encode_started or time.perf_counter())
+            self._timings = {**self._seconds, "encode": encoding}
+        return self._timings
+
+    def respond(self, response: Response) -> Response:
+        """The answer, with the stage timings in its headers and in the metrics."""
+        timings = self.timings()
+        model = self._held().model
+        response.headers["Server-Timing"] = server_timing(timings)
+        response.headers["X-Model-Version"] = str(model.version)
+        for stage, seconds in timings.items():
+            self.context.metrics.observe_stage(model.name, model.version, stage, seconds)
+        return response
+
+    def _held(self) -> Lease:
+        assert self.lease is not None, "reserve a model first"
+        return self.lease
+
+    async def _offload(self, function: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(
+            self.context.decoder, function, *args
+        )
+
+    def _count(self, status: int) -> None:
+        """Count a request for a model that exists (unknown names would make labels unbounded)."""
+        if self.context.engine.knows(self.name):
+            self.context.metrics.requests.labels(self.name, self.endpoint, outcome_of(status)).inc()
+
+
+@contextmanager
+def engine_errors(name: str, timeout_source: str = "") -> Iterator[None]:
+    """Turn the engine's errors into the statuses the APIs answer with."""
+    try:
+        yield
+    except (ModelNotFoundError, UnknownSignatureError) as error:
+        raise not_found(str(error)) from None
+    except ModelNotReadyError as error:
+        raise unavailable(str(error), retry_after=2) from None
+    except QueueFullError as error:
+        raise unavailable(f"model {name!r} is overloaded ({error}); retry shortly") from None
+    except DeadlineExceededError as error:
+        raise timed_out(
+            f"model {name!r} did not answer within the request's deadline "
+            f"({timeout_source}): {error}"
+        ) from None
+    except BatchSizeMismatchError as error:
+        raise ApiError(500, f"model {name!r} returned a malformed batch: {error}") from None
+
+
+def outcome_of(status: int) -> str:
+    if status < 400:
+        return "ok"
+    return {503: "unavailable", 504: "timeout"}.get(
+        status, "client_error" if status < 500 else "error"
+    )
+
+
+def request_timeout(request: Request, limit: float) -> tuple[float, str]:
+    """The request's time budget in seconds, and where it came from.
+
+    ``X-Request-Timeout-Ms`` may shorten the server's ``request_timeout_s``, never lengthen it.
+    """
+    text = request.headers.get(TIMEOUT_HEADER)
+    if text is None:
+        return limit, f"{limit:g} s, the server's request_timeout_s"
+    try:
+        asked = float(text) / 1000.0
+    except ValueError:
+        asked = math.nan
+    if not math.isfinite(asked) or asked <= 0:
+        raise bad_request(
+            f"{TIMEOUT_HEADER} must be a positive number of milliseconds, not {text!r}",
+            header=TIMEOUT_HEADER,
+        )
+    if asked >= limit:
+        return limit, f"{limit:g} s, the server's request_timeout_s ({TIMEOUT_HEADER} asked more)"
+    return asked, f"{text} ms from {TIMEOUT_HEADER}"

@@ -1,0 +1,242 @@
+"""Every model and version in the repository, and which of them are loaded and served."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from convbridge.card import CardError, ModelCard, read_card
+from convbridge.layout import list_models, list_versions, version_dir
+from service.inference.errors import ModelLoadError, ModelNotFoundError, ModelNotReadyError
+from service.inference.model import LoadedModel
+from service.inference.runtime import Runtime, release_memory
+from service.inference.status import ModelStatus, State, VersionStatus
+from service.metrics import Metrics
+from service.settings import Settings
+
+log = logging.getLogger("convbridge.repository")  # the name operators filter logs by
+
+
+@dataclass
+class _Entry:
+    path: Path
+    status: VersionStatus
+    model: LoadedModel | None = None
+    task: asyncio.Task[LoadedModel] | None = field(default=None, repr=False)
+
+
+class ModelCatalogue:
+    """The repository as the service sees it: discover, load, hand out and unload versions."""
+
+    def __init__(self, settings: Settings, metrics: Metrics, runtime: Runtime) -> None:
+        self.root = settings.repository
+        self.settings = settings
+        self.metrics = metrics
+        self.runtime = runtime
+        self._entries: dict[str, dict[int, _Entry]] = {}
+        self.initial_load_done = False
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+    def scan(self) -> None:
+        """Find every model folder and version; new ones are added, known ones kept."""
+        for name in list_models(self.root):
+            versions = self._entries.setdefault(name, {})
+            for version in list_versions(self.root / name):
+                if version not in versions:
+                    path = version_dir(self.root, name, version)
+                    versions[version] = _Entry(path, VersionStatus(version, State.AVAILABLE))
+
+    async def load_initial(self) -> None:
+        """Load and warm up the newest version of every model, one after another."""
+        self.scan()
+        for name in self.names():
+            await self.load_newest(name)
+        self.initial_load_done = True
+
+    async def load_newest(self, name: str) -> None:
+        """Load the newest version of ``name`` unless it was tried; failures are only reported."""
+        versions = self._entries.get(name)
+        if not versions:
+            return
+        newest = versions[max(versions)]
+        if newest.status.state is State.AVAILABLE and newest.task is None:
+            try:
+                await self.load(name, max(versions))
+            except ModelLoadError:
+                pass  # reported in the status, the log and the metrics; the others go on
+
+    async def load(self, name: str, version: int) -> LoadedModel:
+        """Load a version once; concurrent callers share the same load."""
+        entry = self._entries[name][version]
+        if entry.model is not None:
+            return entry.model
+        if entry.task is None:
+            entry.task = asyncio.get_running_loop().create_task(self._load(name, entry))
+        return await asyncio.shield(entry.task)
+
+    async def _load(self, name: str, entry: _Entry) -> LoadedModel:
+        version = entry.status.version
+        entry.status = replace(entry.status, state=State.LOADING)
+        started = time.perf_counter()
+        labels = (name, str(version))
+        try:
+            model = await asyncio.to_thread(self._load_blocking, name, entry)
+        except Exception as error:
+            reason = _public_reason(error, entry.path, f"{name}/{version}")
+            entry.status = replace(entry.status, state=State.FAILED, error=reason)
+            self.metrics.model_load_failures.labels(*labels).inc()
+            log.error("model %s version %s failed to load: %s", *labels, reason)
+            raise ModelLoadError(reason) from error
+        model.start()
+        seconds = round(time.perf_counter() - started, 3)
+        entry.model = model
+        entry.status = replace(entry.status, state=State.READY, error=None, load_seconds=seconds)
+        self.metrics.model_load_seconds.labels(*labels).observe(seconds)
+        self.metrics.model_loaded.labels(*labels, self.runtime.device).set(1)
+        log.info("model %s version %s ready on %s in %.2f s", *labels, model.device, seconds)
+        return model
+
+    def _load_blocking(self, name: str, entry: _Entry) -> LoadedModel:
+        card = read_card(entry.path)
+        entry.status = replace(entry.status, card=card)
+        if card.name != name or card.version != entry.status.version:
+            raise ModelLoadError(
+                f"card says {card.name}/{card.version}, "
+                f"but the folder is {name}/{entry.status.version}"
+            )
+        return LoadedModel.load(entry.path, card, self.runtime, self.settings, self.metrics)
+
+    async def get(self, name: str, version: int | None = None) -> LoadedModel:
+        """The model to serve: the newest ready version, or ``version`` (loaded on demand)."""
+        versions = self._versions(name, version)
+        if version is None:
+            served = self.served_version(name)
+            if served is not None:
+                return versions[served].model  # type: ignore[return-value]
+            if not versions:
+                raise ModelNotReadyError(f"model {name!r} has no versions in the repository")
+            newest = versions[max(versions)].status
+            reason = f": {newest.error}" if newest.error else ""
+            raise ModelNotReadyError(
+                f"model {name!r} version {newest.version} is {newest.state.value}{reason}"
+            )
+        status = versions[version].status
+        if status.state is State.FAILED:
+            raise ModelNotReadyError(
+                f"model {name!r} version {version} failed to load: {status.error}"
+            )
+        try:
+            return await self.load(name, version)
+        except ModelLoadError as error:
+            raise ModelNotReadyError(
+                f"model {name!r} version {version} failed to load: {error}"
+            ) from None
+
+    def _versions(self, name: str, version: int | None) -> dict[int, _Entry]:
+        """The versions of ``name``; ModelNotFoundError naming what exists otherwise."""
+        versions = self._entries.get(name)
+        if versions is None:
+            known = ", ".join(self.names()) or "none"
+            raise ModelNotFoundError(f"model {name!r} not found; available models: {known}")
+        if version is not None and version not in versions:
+            raise ModelNotFoundError(
+                f"model {name!r} has no version {version}; versions: {sorted(versions)}"
+            )
+        return versions
+
+    def served_version(self, name: str) -> int | None:
+        ready = [v for v, e in self._entries.get(name, {}).items() if e.status.state is State.READY]
+        return max(ready) if ready else None
+
+    def status(self, name: str) -> ModelStatus:
+        """A snapshot of one model; ModelNotFoundError when there is no such model."""
+        versions = self._versions(name, None)
+        served = self.served_version(name)
+        return ModelStatus(
+            name=name,
+            versions=tuple(versions[v].status for v in sorted(versions)),
+            served_version=served,
+            device=self.runtime.device if served is not None else None,
+        )
+
+    def read_card(self, name: str, version: int) -> ModelCard | None:
+        """The card of a version, read from disk if it is not loaded; None when unreadable."""
+        entry = self._versions(name, version)[version]
+        if entry.status.card is None:
+            try:
+                entry.status = replace(entry.status, card=read_card(entry.path))
+            except CardError:
+                return None
+        return entry.status.card
+
+    def readiness(self) -> tuple[bool, dict[str, str]]:
+        """(ready, state of each model's newest version)."""
+        states = {
+            name: (versions[max(versions)].status.state.value if versions else "empty")
+            for name, versions in sorted(self._entries.items())
+        }
+        if not self.initial_load_done:
+            return False, states
+        if self.settings.require_all_models:
+            return all(s == State.READY for s in states.values()) and bool(states), states
+        return any(s == State.READY for s in states.values()), states
+
+    async def forget_missing(self) -> None:
+        """Unload and forget the versions and models whose folders left the repository."""
+        on_disk = {name: set(list_versions(self.root / name)) for name in list_models(self.root)}
+        for name in self.names():
+            for version in list(self._entries[name]):
+                if version not in on_disk.get(name, set()):
+                    log.info("model %s version %s left the repository", name, version)
+                    await self.unload(name, version, forget=True)
+            if name not in on_disk:
+                del self._entries[name]
+
+    async def unload(self, name: str, version: int, forget: bool = False) -> None:
+        """Stop serving a version, let its requests finish, then free it.
+
+        New requests stop finding it at once; requests that already hold it (leases) and
+        everything in its queues finish on it first, within the request timeout.
+        """
+        entry = self._entries.get(name, {}).get(version)
+        if entry is None:
+            return
+        model, entry.model, entry.task = entry.model, None, None
+        entry.status = replace(entry.status, state=State.AVAILABLE)
+        if forget:
+            del self._entries[name][version]
+        if model is None:
+            return
+        await model.drain(self.settings.request_timeout_s + 1)
+        await model.close()
+        del model
+        started = time.perf_counter()
+        release_memory()
+        try:
+            self.metrics.model_loaded.remove(name, str(version), self.runtime.device)
+        except KeyError:
+            pass
+        log.info(
+            "model %s version %s unloaded; memory released in %.0f ms",
+            name,
+            version,
+            (time.perf_counter() - started) * 1000,
+        )
+
+    async def close(self) -> None:
+        for versions in self._entries.values():
+            for entry in versions.values():
+                if entry.model is not None:
+                    await entry.model.close()
+                    entry.model = None
+
+
+def _public_reason(error: BaseException, path: Path, label: str) -> str:
+    """The first line of an error, with server paths replaced by the model's name/version."""
+    text = (str(error) or type(error).__name__).strip().split("\n", 1)[0][:300]
+    return text.replace(str(path.resolve()), label).replace(str(path), label)

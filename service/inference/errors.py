@@ -1,0 +1,39 @@
+"""What can go wrong on the inference side, in its own words: no HTTP status codes here.
+
+The HTTP side maps each type to a status (and gRPC will map them to its codes); the messages
+say what was wrong and how to fix it, so they can go to a client as they are.
+"""
+
+from __future__ import annotations
+
+
+class InferenceError(Exception):
+    """Base of every error the engine raises on purpose."""
+
+
+class ModelNotFoundError(InferenceError, LookupError):
+    """No such model, or no such version of it; the message names the ones that exist."""
+
+
+class ModelNotReadyError(InferenceError):
+    """The model exists but cannot serve now: starting, loading, or failed to load."""
+
+
+class ModelLoadError(InferenceError):
+    """A version could not be loaded; the message has no server paths."""
+
+
+class UnknownSignatureError(InferenceError, LookupError):
+    """The model version does not offer the signature asked for."""
+
+
+class QueueFullError(InferenceError):
+    """The queue holds ``max_queue`` images already; the caller should retry later."""
+
+
+class DeadlineExceededError(InferenceError):
+    """The request's deadline passed before its batch ran."""
+
+
+class BatchSizeMismatchError(InferenceError, RuntimeError):
+    """The model returned a different number of rows than it was given."""

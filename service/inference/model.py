@@ -1,0 +1,149 @@
+"""A model version in memory: its SavedModel signatures, batchers, warm-up and leases."""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import functools
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from convbridge.card import ModelCard
+from service.inference.batching import Batcher
+from service.inference.errors import ModelLoadError, UnknownSignatureError
+from service.inference.runtime import Runtime
+from service.inference.signatures import check_signatures, served_signatures
+from service.metrics import Metrics
+from service.settings import Settings
+
+
+def padded_size(count: int, sizes: tuple[int, ...]) -> int:
+    """The smallest allowed batch size that holds ``count`` images."""
+    index = bisect.bisect_left(sizes, count)
+    if index == len(sizes):
+        raise ValueError(f"a batch of {count} is larger than the largest allowed ({sizes[-1]})")
+    return sizes[index]
+
+
+class LoadedModel:
+    """A SavedModel in memory: its card, and one batcher per signature on its inference threads.
+
+    Requests hold a lease (:meth:`acquire` / :meth:`release`) while they use it; unloading
+    waits for them (:meth:`drain`).
+    """
+
+    def __init__(
+        self, card: ModelCard, saved: Any, runtime: Runtime, settings: Settings, metrics: Metrics
+    ) -> None:
+        self.card = card
+        self.name = card.name
+        self.version = card.version
+        self.device = runtime.device
+        self._saved = saved  # owns the variables the signatures read
+        self._signatures = {name: saved.signatures[name] for name in served_signatures(card)}
+        self._runtime = runtime
+        self.executor = ThreadPoolExecutor(
+            settings.batch_threads, thread_name_prefix=f"infer-{card.name}-{card.version}"
+        )
+        self._batchers: dict[str, Batcher] = {}
+        self._leases = 0
+        self._settings = settings
+        self._metrics = metrics
+        self.batch_sizes = settings.batch_sizes(runtime.kind)
+
+    @classmethod
+    def load(
+        cls, path: Path, card: ModelCard, runtime: Runtime, settings: Settings, metrics: Metrics
+    ) -> LoadedModel:
+        """Load the SavedModel at ``path``, check its signatures and warm it up; blocking."""
+        import tensorflow as tf
+
+        with tf.device(runtime.device):
+            saved = tf.saved_model.load(str(path))
+        missing = [s for s in served_signatures(card) if s not in saved.signatures]
+        if missing:
+            raise ModelLoadError(f"the SavedModel lacks signatures {missing}")
+        check_signatures({s: saved.signatures[s] for s in served_signatures(card)}, card)
+        model = cls(card, saved, runtime, settings, metrics)
+        # Warm up on the inference threads themselves: that is where requests will run.
+        # Submitted together, each job starts its own thread (a waited-for job frees its thread
+        # for the next, which would warm one thread several times).
+        warming = [model.executor.submit(model.warm_up) for _ in range(settings.batch_threads)]
+        for job in warming:
+            job.result()
+        return model
+
+    def run(self, signature: str, images: np.ndarray) -> dict[str, np.ndarray]:
+        """Call one signature on a uint8 batch, padded to an allowed size; blocking."""
+        import tensorflow as tf
+
+        count = len(images)
+        size = padded_size(count, self.batch_sizes)
+        if size > count:
+            padding = np.zeros((size - count, *images.shape[1:]), dtype=images.dtype)
+            images = np.concatenate([images, padding])
+        with tf.device(self._runtime.device):
+            outputs = self._signatures[signature](**{self.card.input.name: tf.constant(images)})
+        return {name: value.numpy()[:count] for name, value in outputs.items()}
+
+    def warm_up(self) -> None:
+        """Run every signature once per allowed batch size: the first request is not slower."""
+        for size in self.batch_sizes:
+            zeros = np.zeros((size, *self.card.input.shape), dtype=np.uint8)
+            for signature in self._signatures:
+                outputs = self.run(signature, zeros)
+                if any(len(value) != size for value in outputs.values()):
+                    raise ModelLoadError(f"{signature} returned the wrong batch size in warm-up")
+
+    def start(self) -> None:
+        """Create the batchers; call on the event loop."""
+        labels = (self.name, str(self.version))
+        for signature in self._signatures:
+            batcher = Batcher(
+                run_batch=functools.partial(self.run, signature),
+                executor=self.executor,
+                max_batch_size=self._settings.max_batch_size,
+                max_delay=self._settings.max_delay_ms / 1000.0,
+                max_queue=self._settings.max_queue_images,
+                on_batch=self._metrics.batch_size.labels(*labels).observe,
+                on_depth=self._report_depth,
+                concurrency=self._settings.batch_threads,
+            )
+            self._batchers[signature] = batcher
+            batcher.start()
+
+    def batcher(self, signature: str) -> Batcher:
+        """The batcher of one signature; UnknownSignatureError when the model has none."""
+        try:
+            return self._batchers[signature]
+        except KeyError:
+            raise UnknownSignatureError(
+                f"model {self.name!r} version {self.version} has no signature {signature!r}; "
+                f"it offers {', '.join(self._batchers)}"
+            ) from None
+
+    def _report_depth(self, _: int) -> None:
+        depth = sum(batcher.queued_images for batcher in self._batchers.values())
+        self._metrics.queue_depth.labels(self.name, str(self.version)).set(depth)
+
+    def acquire(self) -> None:
+        """A request starts using this version: it stays loaded until :meth:`release`."""
+        self._leases += 1
+
+    def release(self) -> None:
+        self._leases -= 1
+
+    async def drain(self, timeout: float) -> None:
+        """Wait until no request holds this version, or ``timeout`` seconds have passed."""
+        deadline = time.monotonic() + timeout
+        while self._leases > 0 and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+
+    async def close(self) -> None:
+        for batcher in self._batchers.values():
+            await batcher.close()
+        self.executor.shutdown(wait=True)
