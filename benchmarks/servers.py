@@ -33,7 +33,7 @@ class ServerProcess:
         self.url = f"http://127.0.0.1:{self.port}"
         self.ready_path = ready_path
         self.log_path = log_path
-        self._log = open(log_path, "wb")  # noqa: SIM115  # closed in stop()
+        self._log = open(log_path, "wb")  # closed in stop()
         self.process = subprocess.Popen(
             [sys.executable, "-m", module, "--port", str(self.port), *args],
             cwd=ROOT,

@@ -8,7 +8,7 @@ import numpy as np
 from PIL import Image
 
 
-def encode(image: Image.Image, format: str = "PNG", **options: object) -> bytes:  # noqa: A002
+def encode(image: Image.Image, format: str = "PNG", **options: object) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format=format, **options)
     return buffer.getvalue()

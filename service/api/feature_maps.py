@@ -13,7 +13,7 @@ from service.api.openapi import ERRORS, IMAGE_REQUEST
 from service.api.outline import InferenceCall
 from service.api.schemas import FeatureMapsResponse
 from service.api.uploads import read_uploads
-from service.codecs.featuremaps import LayerOutput, SelectionError, encode_npy, select_and_reduce
+from service.codecs.layer_outputs import LayerOutput, SelectionError, encode_npy, select_and_reduce
 from service.codecs.rendering import RenderError, render_png
 from service.errors import unprocessable
 from service.inference import ModelInfo

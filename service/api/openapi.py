@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from convbridge.signatures import SIGNATURES
+from convbridge.signatures import PROBABILITIES, SIGNATURES
 from service.api.outline import TIMEOUT_HEADER
 from service.api.schemas import ErrorBody
 from service.codecs.images import MEDIA_TYPES
@@ -130,7 +130,7 @@ KSERVE_INFER: dict[str, Any] = {
                                 "type": "object",
                                 "required": ["name"],
                                 "properties": {
-                                    "name": {"type": "string", "examples": ["probabilities"]},
+                                    "name": {"type": "string", "examples": [PROBABILITIES]},
                                     "parameters": _PARAMETERS,
                                 },
                             },

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from service.codecs.featuremaps import LayerOutput
+from service.codecs.layer_outputs import LayerOutput
 
 # Viridis at nine evenly spaced points; linear interpolation between them is indistinguishable
 # from the full table at these cell sizes and keeps matplotlib out of the serving image.

@@ -61,6 +61,11 @@ def test_tfserving_predict_row_columnar_and_b64(client, sample) -> None:
     encoded = [{"b64": base64.b64encode(digit_png(image)).decode()} for image in images]
     b64 = client.post("/v1/models/gap:predict", json={"instances": encoded})
     np.testing.assert_allclose(b64.json()["predictions"], expected, atol=1e-5)
+    # The same outline as the native routes: which version answered, and where time went.
+    for answer in (rows, columns, b64):
+        assert answer.headers["x-model-version"] == "1"
+        stages = [part.split(";")[0] for part in answer.headers["server-timing"].split(", ")]
+        assert stages == ["decode", "queue", "compute", "encode"]
 
 
 def test_tfserving_feature_maps_signature(client, sample) -> None:
@@ -167,7 +172,10 @@ def test_kserve_json_fp32_and_binary_by_hand(client, sample) -> None:
         ],
         "outputs": [{"name": "probabilities"}],
     }
-    answer = client.post("/v2/models/gap/versions/1/infer", json=request).json()
+    response = client.post("/v2/models/gap/versions/1/infer", json=request)
+    assert response.headers["x-model-version"] == "1"
+    assert "compute;dur=" in response.headers["server-timing"]
+    answer = response.json()
     assert answer["id"] == "42" and answer["model_version"] == "1"
     output = answer["outputs"][0]
     assert output["shape"] == [4, 10] and output["datatype"] == "FP32"

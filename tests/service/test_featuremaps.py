@@ -9,7 +9,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from service.codecs.featuremaps import SelectionError, encode_npy, parse_channels, select_and_reduce
+from service.codecs.layer_outputs import (
+    SelectionError,
+    encode_npy,
+    parse_channels,
+    select_and_reduce,
+)
 from service.codecs.rendering import RenderError, layout, render_png
 
 MAP = np.random.default_rng(0).normal(size=(7, 5, 16)).astype(np.float32)

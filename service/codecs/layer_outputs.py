@@ -1,4 +1,4 @@
-"""Feature maps: pick channels, reduce over space, and encode as JSON, npy/npz or PNG grids."""
+"""Layer outputs of the feature_maps signature: pick channels, reduce over space, encode npy/npz."""
 
 from __future__ import annotations
 
