@@ -18,6 +18,31 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants, from /proc (Linux)."""
+    found, queue = [], [pid]
+    while queue:
+        current = queue.pop()
+        found.append(current)
+        for task in Path(f"/proc/{current}/task").glob("*"):
+            try:
+                queue += [int(child) for child in (task / "children").read_text().split()]
+            except OSError:
+                pass  # the task ended meanwhile
+    return found
+
+
+def _resident(pid: int) -> int:
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:
+        return 0  # it ended meanwhile
+    for line in lines:
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
 class ServerProcess:
     """``python -m <module> --port P ...`` with its output in ``log_path``."""
 
@@ -62,11 +87,8 @@ class ServerProcess:
         raise RuntimeError(f"server not ready in {timeout} s: {self.log()[-3000:]}")
 
     def resident_bytes(self) -> int:
-        """The process's resident memory (VmRSS), from /proc."""
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-        raise RuntimeError(f"no VmRSS for process {self.pid}")
+        """Resident memory (VmRSS, from /proc) of the server and every process it started."""
+        return sum(_resident(pid) for pid in process_tree(self.pid))
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

@@ -1,4 +1,7 @@
-"""python -m service: check the settings, pick the device, and run uvicorn with one worker."""
+"""python -m service: check the settings, then supervise the executor and the front ends.
+
+With CONVBRIDGE_WORKERS=0, everything runs in this one process instead (for debugging).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +9,10 @@ import argparse
 import os
 import signal
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from service.settings import Settings
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -28,7 +35,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"convbridge: invalid settings: {describe_errors(error)}", file=sys.stderr)
         return 2
     configure_logging(settings.log_format, settings.log_level)
+    workers = settings.front_ends()
+    if workers > 0:
+        from service.supervisor import supervise
 
+        return supervise(settings, args.host, args.port, workers)
+    return _serve_in_one_process(settings, args.host, args.port)
+
+
+def _serve_in_one_process(settings: Settings, host: str, port: int) -> int:
+    """CONVBRIDGE_WORKERS=0: HTTP and the models in this one process (for debugging)."""
     from service.inference.runtime import DeviceError, configure_tensorflow
 
     try:
@@ -45,12 +61,11 @@ def main(argv: list[str] | None = None) -> int:
     # the batch queues), then re-raises the signal. A no-op handler underneath turns that
     # into a normal exit, status 0, which orchestrators read as a clean stop.
     signal.signal(signal.SIGTERM, lambda signum, frame: None)
-    # One worker per process: each worker would hold its own copy of every model, and the
-    # batcher works best when it sees all the traffic. Scale out with replicas instead.
+    # uvicorn's own workers would each hold a copy of every model: the split shares one.
     uvicorn.run(
         create_app(settings, runtime=runtime),
-        host=args.host,
-        port=args.port,
+        host=host,
+        port=port,
         loop="uvloop",
         http="httptools",
         workers=1,

@@ -15,7 +15,7 @@ from service.api import ROUTERS
 from service.api.deps import AppContext
 from service.api.explorer import static_files
 from service.codecs.images import warm_up_decoder
-from service.inference import Engine
+from service.inference import Engine, EngineLike
 from service.inference.runtime import Runtime
 from service.metrics import Metrics
 from service.settings import Settings
@@ -43,18 +43,25 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 def create_app(
-    settings: Settings | None = None, metrics: Metrics | None = None, runtime: Runtime | None = None
+    settings: Settings | None = None,
+    metrics: Metrics | None = None,
+    runtime: Runtime | None = None,
+    engine: EngineLike | None = None,
 ) -> FastAPI:
-    """The app; models load in its lifespan, never at import."""
+    """The app; models load in its lifespan, never at import.
+
+    ``engine``: the executor's client in a front end; by default, an engine in this process.
+    """
     settings = settings or Settings()
     metrics = metrics or Metrics()
+    engine = engine or Engine(settings, metrics, runtime)
     app = FastAPI(
         title="convbridge",
         version=version("convbridge"),
         description="Classification and intermediate feature maps of Keras CNNs over HTTP.",
         lifespan=lifespan,
     )
-    app.state.convbridge = AppContext(settings, metrics, Engine(settings, metrics, runtime))
+    app.state.convbridge = AppContext(settings, metrics, engine)
     install_error_handlers(app)
     # Added first, so it runs inside CORS: preflight requests carry no token.
     if settings.api_token is not None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterable
+
 from prometheus_client import (
     GC_COLLECTOR,
     PLATFORM_COLLECTOR,
@@ -10,7 +13,11 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    generate_latest,
 )
+from prometheus_client.metrics_core import Metric
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
 
 NAMESPACE = "convbridge"
 STAGES = ("decode", "queue", "compute", "encode")
@@ -39,7 +46,11 @@ LOAD_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 class Metrics:
     """The service's metrics; tests pass their own registry and read it with get_sample_value."""
 
-    def __init__(self, registry: CollectorRegistry | None = None, process: bool = True) -> None:
+    def __init__(
+        self, registry: CollectorRegistry | None = None, process: bool = True, http: bool = True
+    ) -> None:
+        """``http=False`` (the executor process): leave out the metrics of the HTTP side, which
+        the front ends report, so that the two expositions never name a family twice."""
         if registry is None:
             registry = CollectorRegistry(auto_describe=True)
             if process:
@@ -47,13 +58,14 @@ class Metrics:
                 for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
                     registry.register(collector)
         self.registry = registry
+        http_registry = registry if http else CollectorRegistry()
         self.http_duration = Histogram(
             "http_request_duration_seconds",
             "HTTP request duration by route template and status code.",
             ["method", "route", "status"],
             namespace=NAMESPACE,
             buckets=LATENCY_BUCKETS,
-            registry=registry,
+            registry=http_registry,
         )
         self.inference_duration = Histogram(
             "inference_duration_seconds",
@@ -61,7 +73,7 @@ class Metrics:
             ["model", "version", "stage"],
             namespace=NAMESPACE,
             buckets=LATENCY_BUCKETS,
-            registry=registry,
+            registry=http_registry,
         )
         self.batch_size = Histogram(
             "batch_size",
@@ -76,7 +88,7 @@ class Metrics:
             "Inference requests by outcome: ok, client_error, unavailable, timeout, error.",
             ["model", "endpoint", "outcome"],
             namespace=NAMESPACE,
-            registry=registry,
+            registry=http_registry,
         )
         self.queue_depth = Gauge(
             "queue_depth",
@@ -108,5 +120,35 @@ class Metrics:
             registry=registry,
         )
 
+    def exposition(self) -> bytes:
+        """This registry in Prometheus' text format; with PROMETHEUS_MULTIPROC_DIR set (front
+        ends), the sum over every front-end process instead."""
+        folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        if not folder:
+            return generate_latest(self.registry)
+        merged = CollectorRegistry()
+        merged.register(_FrontEnds(folder, self._http_families))
+        return generate_latest(merged)
+
+    @property
+    def _http_families(self) -> list[Collector]:
+        return [self.http_duration, self.inference_duration, self.requests]
+
     def observe_stage(self, model: str, version: int, stage: str, seconds: float) -> None:
         self.inference_duration.labels(model, str(version), stage).observe(seconds)
+
+
+class _FrontEnds(Collector):
+    """Every front end's samples (from their files), and the HTTP-side families that have
+    none yet, so /metrics names them from the start as one process does."""
+
+    def __init__(self, folder: str, families: list[Collector]) -> None:
+        self._files = MultiProcessCollector(None, path=folder)  # type: ignore[no-untyped-call]
+        self._families = families
+
+    def collect(self) -> Iterable[Metric]:
+        merged = list(self._files.collect())  # type: ignore[no-untyped-call]
+        seen = {family.name for family in merged}
+        for collector in self._families:
+            merged += [family for family in collector.collect() if family.name not in seen]
+        return merged

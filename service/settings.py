@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -31,6 +32,19 @@ class Settings(BaseSettings):
     max_queue_images: int = Field(512, ge=1, description="queued images per model; then 503")
     request_timeout_s: float = Field(30.0, gt=0, le=3600, description="deadline of one request")
     decode_threads: int = Field(2, ge=1, le=64, description="threads decoding images")
+    workers: int | None = Field(
+        None,
+        ge=0,
+        le=64,
+        description="HTTP front-end processes feeding one model executor; 0: everything in one "
+        "process (for debugging); default: one per core but one, at least one",
+    )
+    shm_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=1024 * 1024,
+        description="shared memory per front end for tensors on their way to and from the "
+        "executor (a request that does not fit sends them over the socket)",
+    )
 
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="largest request body")
     max_image_pixels: int = Field(25_000_000, ge=64, description="largest decoded image, pixels")
@@ -85,6 +99,16 @@ class Settings(BaseSettings):
             return (*powers, self.max_batch_size)
         # On CPU the signature's batch axis is dynamic and padding would waste compute.
         return tuple(range(1, self.max_batch_size + 1))
+
+    def front_ends(self) -> int:
+        """How many front-end processes to run; 0 means one process for everything.
+
+        By default one per core but one: the executor's TensorFlow threads need a core, and on
+        a GPU machine the front ends are what keeps the device fed.
+        """
+        if self.workers is not None:
+            return self.workers
+        return max(1, (os.cpu_count() or 2) - 1)
 
     def check_repository(self) -> None:
         """Raise ValueError unless the repository folder exists."""

@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import Path, Query, Request
 
 from service.errors import bad_request
-from service.inference import Engine
+from service.inference.interface import EngineLike
 from service.metrics import Metrics
 from service.settings import Settings
 
@@ -20,7 +20,7 @@ class AppContext:
 
     settings: Settings
     metrics: Metrics
-    engine: Engine
+    engine: EngineLike  # in this process, or a client of the executor process
     decoder: ThreadPoolExecutor | None = field(default=None, repr=False)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.responses import Response
 
 from service.api.deps import app_context
@@ -38,5 +38,7 @@ async def readyz(request: Request) -> OrjsonResponse:
     responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}},
 )
 async def metrics(request: Request) -> Response:
-    registry = app_context(request).metrics.registry
-    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+    context = app_context(request)
+    # Front ends count HTTP requests; the executor (when there is one) counts batches and models.
+    body = context.metrics.exposition() + await context.engine.metrics_text()
+    return Response(body, media_type=CONTENT_TYPE_LATEST)

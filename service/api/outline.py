@@ -32,13 +32,13 @@ from service.errors import ApiError, bad_request, not_found, timed_out, unavaila
 from service.inference import (
     BatchSizeMismatchError,
     DeadlineExceededError,
-    Lease,
     ModelNotFoundError,
     ModelNotReadyError,
     QueueFullError,
     Result,
     UnknownSignatureError,
 )
+from service.inference.interface import LeaseLike
 from service.web.responses import server_timing
 
 T = TypeVar("T")
@@ -59,7 +59,7 @@ class InferenceCall:
         self.started = time.monotonic()
         self.timeout = self.context.settings.request_timeout_s
         self.timeout_source = "request_timeout_s"
-        self.lease: Lease | None = None
+        self.lease: LeaseLike | None = None
         self._request = request
         self._resources = AsyncExitStack()
         self._seconds = dict.fromkeys(STAGES, 0.0)
@@ -91,7 +91,7 @@ class InferenceCall:
     def deadline(self) -> float:
         return self.started + self.timeout
 
-    async def reserve(self, version: int | None, signature: str) -> Lease:
+    async def reserve(self, version: int | None, signature: str) -> LeaseLike:
         """Hold the model version and a place in ``signature``'s queue until the answer."""
         lease = self.context.engine.reserve(self.name, version, signature)
         with engine_errors(self.name, self.timeout_source):
@@ -173,7 +173,7 @@ class InferenceCall:
             self.context.metrics.observe_stage(model.name, model.version, stage, seconds)
         return response
 
-    def _held(self) -> Lease:
+    def _held(self) -> LeaseLike:
         assert self.lease is not None, "reserve a model first"
         return self.lease
 

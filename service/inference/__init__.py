@@ -14,6 +14,7 @@ from service.inference.errors import (
     QueueFullError,
     UnknownSignatureError,
 )
+from service.inference.interface import EngineLike, LeaseLike
 from service.inference.status import (
     ModelInfo,
     ModelStatus,
@@ -27,8 +28,10 @@ __all__ = [
     "BatchSizeMismatchError",
     "DeadlineExceededError",
     "Engine",
+    "EngineLike",
     "InferenceError",
     "Lease",
+    "LeaseLike",
     "ModelInfo",
     "ModelNotFoundError",
     "ModelNotReadyError",

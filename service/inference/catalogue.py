@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -38,6 +40,8 @@ class ModelCatalogue:
         self.runtime = runtime
         self._entries: dict[str, dict[int, _Entry]] = {}
         self.initial_load_done = False
+        # Called after every change a snapshot would show (states, versions, cards).
+        self.on_change: Callable[[], None] = lambda: None
 
     def names(self) -> list[str]:
         return sorted(self._entries)
@@ -50,6 +54,7 @@ class ModelCatalogue:
                 if version not in versions:
                     path = version_dir(self.root, name, version)
                     versions[version] = _Entry(path, VersionStatus(version, State.AVAILABLE))
+                    self.on_change()
 
     async def load_initial(self) -> None:
         """Load and warm up the newest version of every model, one after another."""
@@ -57,6 +62,7 @@ class ModelCatalogue:
         for name in self.names():
             await self.load_newest(name)
         self.initial_load_done = True
+        self.on_change()
 
     async def load_newest(self, name: str) -> None:
         """Load the newest version of ``name`` unless it was tried; failures are only reported."""
@@ -82,6 +88,7 @@ class ModelCatalogue:
     async def _load(self, name: str, entry: _Entry) -> LoadedModel:
         version = entry.status.version
         entry.status = replace(entry.status, state=State.LOADING)
+        self.on_change()
         started = time.perf_counter()
         labels = (name, str(version))
         try:
@@ -90,12 +97,14 @@ class ModelCatalogue:
             reason = _public_reason(error, entry.path, f"{name}/{version}")
             entry.status = replace(entry.status, state=State.FAILED, error=reason)
             self.metrics.model_load_failures.labels(*labels).inc()
+            self.on_change()
             log.error("model %s version %s failed to load: %s", *labels, reason)
             raise ModelLoadError(reason) from error
         model.start()
         seconds = round(time.perf_counter() - started, 3)
         entry.model = model
         entry.status = replace(entry.status, state=State.READY, error=None, load_seconds=seconds)
+        self.on_change()
         self.metrics.model_load_seconds.labels(*labels).observe(seconds)
         self.metrics.model_loaded.labels(*labels, self.runtime.device).set(1)
         log.info("model %s version %s ready on %s in %.2f s", *labels, model.device, seconds)
@@ -172,6 +181,7 @@ class ModelCatalogue:
                 entry.status = replace(entry.status, card=read_card(entry.path))
             except CardError:
                 return None
+            self.on_change()
         return entry.status.card
 
     def readiness(self) -> tuple[bool, dict[str, str]]:
@@ -196,6 +206,7 @@ class ModelCatalogue:
                     await self.unload(name, version, forget=True)
             if name not in on_disk:
                 del self._entries[name]
+                self.on_change()
 
     async def unload(self, name: str, version: int, forget: bool = False) -> None:
         """Stop serving a version, let its requests finish, then free it.
@@ -210,6 +221,7 @@ class ModelCatalogue:
         entry.status = replace(entry.status, state=State.AVAILABLE)
         if forget:
             del self._entries[name][version]
+        self.on_change()
         if model is None:
             return
         await model.drain(self.settings.request_timeout_s + 1)
@@ -217,16 +229,11 @@ class ModelCatalogue:
         del model
         started = time.perf_counter()
         release_memory()
-        try:
-            self.metrics.model_loaded.remove(name, str(version), self.runtime.device)
-        except KeyError:
-            pass
-        log.info(
-            "model %s version %s unloaded; memory released in %.0f ms",
-            name,
-            version,
-            (time.perf_counter() - started) * 1000,
-        )
+        labels = (name, str(version))
+        with contextlib.suppress(KeyError):
+            self.metrics.model_loaded.remove(*labels, self.runtime.device)
+        released_ms = (time.perf_counter() - started) * 1000
+        log.info("model %s version %s unloaded; memory released in %.0f ms", *labels, released_ms)
 
     async def close(self) -> None:
         for versions in self._entries.values():

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 import numpy as np
 
@@ -36,6 +37,8 @@ class Engine:
         self._catalogue: ModelCatalogue | None = None
         self._reloader: asyncio.Task[None] | None = None
         self._startup_error: str | None = None
+        # Called whenever readiness or a model's status changes (the executor tells front ends).
+        self.on_change: Callable[[], None] = lambda: None
 
     async def start(self) -> None:
         """Configure TensorFlow, load every model, then poll for new versions when asked to.
@@ -49,6 +52,7 @@ class Engine:
                 self._runtime = await asyncio.to_thread(configure_tensorflow, self.settings)
             freeze_startup_heap()
             catalogue = ModelCatalogue(self.settings, self.metrics, self._runtime)
+            catalogue.on_change = lambda: self.on_change()
             self._catalogue = catalogue
             await catalogue.load_initial()
             if self.settings.poll_interval_s > 0:
@@ -62,6 +66,7 @@ class Engine:
         except Exception as error:
             self._startup_error = f"start-up failed: {error}"
             log.exception("start-up failed")
+            self.on_change()
 
     async def close(self) -> None:
         """Stop polling and let every queued request finish."""
@@ -98,6 +103,10 @@ class Engine:
     def reserve(self, name: str, version: int | None, signature: str) -> Lease:
         """A hold on a model version and a place in one signature's queue; see :class:`Lease`."""
         return Lease(self, name, version, signature)
+
+    async def metrics_text(self) -> bytes:
+        """Metrics kept apart from the app's registry: none in one process."""
+        return b""
 
     def catalogue(self) -> ModelCatalogue:
         """The catalogue, or ModelNotReadyError while the service starts (or failed to)."""

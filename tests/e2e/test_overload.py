@@ -271,9 +271,10 @@ def test_four_times_capacity_is_survived(demo_repository, digits, tmp_path) -> N
     # The generator kept up: what it offered really was several times the capacity.
     assert offered * IMAGES_PER_REQUEST > 2 * images_per_second
     assert overload.statuses[503] > 0
-    assert overload.statuses[200] >= 0.5 * capacity.statuses[200] * OVERLOAD_SECONDS / (
-        CAPACITY_SECONDS
-    )  # overload does not collapse throughput
+    # Overload does not collapse throughput. Rates, not counts: MAX_REQUESTS may end the phase
+    # before OVERLOAD_SECONDS when the server is fast.
+    served_per_second = overload.statuses[200] / overload.sending_seconds
+    assert served_per_second >= 0.5 * capacity.statuses[200] / CAPACITY_SECONDS
     assert overload.wrong == 0 and overload.missing_retry_after == 0
     # The model ran the 200s' images, at most the 504s' too, and never a refused request's.
     computed = value(after, "convbridge_batch_size_sum", model="gap", version="1") - value(

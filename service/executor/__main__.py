@@ -1,0 +1,63 @@
+"""python -m service.executor --socket PATH: the process that owns the models (one per device).
+
+Started by the supervisor (``python -m service``), never by hand. It configures TensorFlow,
+listens, then loads and warms every model while front ends connect; SIGTERM lets queued work
+finish before it exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m service.executor", description=__doc__)
+    parser.add_argument("--socket", type=Path, required=True, help="Unix socket to listen on")
+    args = parser.parse_args(argv)
+
+    from service.logs import configure_logging
+    from service.settings import Settings
+
+    settings = Settings()
+    configure_logging(settings.log_format, settings.log_level)
+
+    from service.inference.runtime import DeviceError, configure_tensorflow
+
+    try:
+        runtime = configure_tensorflow(settings)
+    except DeviceError as error:
+        print(f"convbridge executor: {error}", file=sys.stderr)
+        return 2
+    import uvloop
+
+    return uvloop.run(_serve(settings, runtime, args.socket))
+
+
+async def _serve(settings: object, runtime: object, socket_path: Path) -> int:
+    from service.executor.server import ExecutorServer
+    from service.inference import Engine
+    from service.metrics import Metrics
+
+    engine = Engine(settings, Metrics(http=False), runtime)  # type: ignore[arg-type]
+    server = ExecutorServer(engine, socket_path)
+    await server.start()
+    starting = asyncio.create_task(engine.start(), name="load-models")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    starting.cancel()
+    await server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

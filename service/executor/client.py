@@ -1,0 +1,186 @@
+"""The front end's engine: the same methods as the in-process Engine, served by the executor.
+
+Routers cannot tell the two apart. Statuses and readiness come from snapshots the executor
+pushes on every change, so they cost no round trip; a lease costs two (reserve, run). When the
+executor is gone, everything under way fails at once with ModelNotReadyError (503 with
+Retry-After) and the client reconnects in the background.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from convbridge.card import CardError, ModelCard, read_card
+from convbridge.layout import version_dir
+from service.executor.arena import Arena
+from service.executor.protocol import FrameProtocol, raise_error
+from service.executor.snapshot import Snapshot
+from service.inference import ModelInfo, ModelNotFoundError, ModelNotReadyError, Readiness
+from service.inference.engine import STARTING
+from service.inference.status import ModelStatus
+from service.settings import Settings
+
+if TYPE_CHECKING:
+    from service.executor.lease import RemoteLease
+
+log = logging.getLogger("convbridge.frontend")
+GONE = "the model executor is not available (it is starting or restarting); retry shortly"
+
+
+class RemoteEngine:
+    """A connection to the executor, kept open (and re-opened) for the front end's lifetime."""
+
+    def __init__(self, settings: Settings, socket_path: Path, arena_folder: Path | None) -> None:
+        self.settings = settings
+        self.socket_path = socket_path
+        self.arena = Arena(arena_folder, settings.shm_bytes) if arena_folder else None
+        self.snapshot = Snapshot()
+        self._protocol: FrameProtocol | None = None
+        self._pending: dict[int, asyncio.Future[tuple[dict[str, Any], memoryview]]] = {}
+        self._ids = itertools.count(1)
+        self._connector: asyncio.Task[None] | None = None
+        self._lost: asyncio.Event | None = None
+
+    async def start(self) -> None:
+        self._connector = asyncio.create_task(self._stay_connected(), name="executor")
+
+    async def close(self) -> None:
+        if self._connector is not None:
+            self._connector.cancel()
+        if self._protocol is not None and self._protocol.transport is not None:
+            self._protocol.transport.close()
+        if self.arena is not None:
+            self.arena.close()
+
+    async def _stay_connected(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                _, protocol = await loop.create_unix_connection(
+                    lambda: FrameProtocol(self._received, self._connection_lost),
+                    str(self.socket_path),
+                )
+            except OSError:
+                await asyncio.sleep(0.1)
+                continue
+            self._protocol, self._lost = protocol, asyncio.Event()
+            hello: dict[str, Any] = {"op": "hello"}
+            if self.arena is not None:
+                hello.update(arena=str(self.arena.path), size=self.arena.size)
+            try:
+                header, _ = await self._call(hello)
+                self.snapshot.update(header["snapshot"])
+                log.info("connected to the model executor")
+            except ModelNotReadyError:
+                continue
+            await self._lost.wait()
+
+    def _received(self, header: dict[str, Any], payload: memoryview) -> None:
+        if header.get("op") == "snapshot":
+            self.snapshot.update(header["snapshot"])
+            return
+        future = self._pending.pop(header["id"], None)
+        if future is not None and not future.done():
+            future.set_result((header, payload))
+
+    def _connection_lost(self) -> None:
+        self._protocol = None
+        self.snapshot.readiness = Readiness(False, {}, GONE)
+        pending, self._pending = self._pending, {}
+        for future in pending.values():
+            if not future.done():
+                future.set_exception(ModelNotReadyError(GONE))
+        if self._lost is not None:
+            self._lost.set()
+
+    def _send(self, header: dict[str, Any], payload: bytes | memoryview = b"") -> None:
+        if self._protocol is None:
+            raise ModelNotReadyError(GONE)
+        self._protocol.send(header, payload)
+
+    async def _call(
+        self, header: dict[str, Any], payload: bytes | memoryview = b"", timeout: float = 60
+    ) -> tuple[dict[str, Any], memoryview]:
+        """Send a request and wait for its reply; the executor's errors are raised here."""
+        number = next(self._ids)
+        future = asyncio.get_running_loop().create_future()
+        self._pending[number] = future
+        try:
+            self._send({**header, "id": number}, payload)
+            reply, data = await asyncio.wait_for(future, timeout)
+        finally:
+            self._pending.pop(number, None)
+        if "error" in reply:
+            raise_error(reply)
+        return reply, data
+
+    # The Engine's methods, as the routes call them.
+    def readiness(self) -> Readiness:
+        if self._protocol is None:
+            return Readiness(False, {}, GONE)
+        return self.snapshot.readiness
+
+    def knows(self, name: str) -> bool:
+        return name in self.snapshot.models
+
+    def names(self) -> list[str]:
+        self._check_serving()
+        return sorted(self.snapshot.models)
+
+    def status(self, name: str, version: int | None = None) -> ModelStatus:
+        """Like the executor's answer, without asking it: unknown names and versions are
+        refused here (the snapshot changes with every scan of the repository)."""
+        self._check_serving()
+        status = self.snapshot.models.get(name)
+        if status is None:
+            known = ", ".join(self.names()) or "none"
+            raise ModelNotFoundError(f"model {name!r} not found; available models: {known}")
+        if version is not None and status.version(version) is None:
+            numbers = [v.version for v in status.versions]
+            raise ModelNotFoundError(
+                f"model {name!r} has no version {version}; versions: {numbers}"
+            )
+        return status
+
+    def read_card(self, name: str, version: int) -> ModelCard | None:
+        entry = self.status(name, version).version(version)
+        assert entry is not None
+        if entry.card is not None:
+            return entry.card
+        try:  # not loaded: read from the repository, as the executor would
+            card = read_card(version_dir(self.settings.repository, name, version))
+        except CardError:
+            return None
+        self.snapshot.card(name, version, card.to_dict())
+        return card
+
+    async def model(self, name: str, version: int | None = None) -> ModelInfo:
+        self.status(name, version)
+        reply, _ = await self._call({"op": "model", "model": name, "version": version})
+        return self._info(reply)
+
+    def reserve(self, name: str, version: int | None, signature: str) -> RemoteLease:
+        from service.executor.lease import RemoteLease
+
+        return RemoteLease(self, name, version, signature)
+
+    async def metrics_text(self) -> bytes:
+        """The executor's own metrics, in Prometheus' text format."""
+        _, data = await self._call({"op": "metrics"}, timeout=10)
+        return bytes(data)
+
+    def _check_serving(self) -> None:
+        error = self.readiness().error
+        if error is not None:
+            raise ModelNotReadyError(STARTING if error == "starting" else error)
+
+    def _info(self, reply: dict[str, Any]) -> ModelInfo:
+        name, version, device = reply["model"]
+        card = self.snapshot.card(name, version, reply.get("card"))
+        if card is None:
+            raise ModelNotReadyError(f"model {name!r} version {version}: no card received")
+        return ModelInfo(name, version, device, card)

@@ -1,0 +1,64 @@
+"""python -m service.frontend: one HTTP front end of the split (started by the supervisor).
+
+It parses HTTP, validates, decodes images and encodes answers; the executor process runs the
+models. Every front end binds the same port with SO_REUSEPORT, so the kernel spreads new
+connections over them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import socket
+import sys
+from pathlib import Path
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A socket on host:port that other processes may bind too (SO_REUSEPORT)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    return sock
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m service.frontend", description=__doc__)
+    parser.add_argument("--host", required=True)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--socket", type=Path, required=True, help="the executor's socket")
+    parser.add_argument("--arena", type=Path, help="folder for the shared-memory arena")
+    args = parser.parse_args(argv)
+
+    import uvicorn
+
+    from service.executor.client import RemoteEngine
+    from service.logs import configure_logging
+    from service.main import create_app
+    from service.metrics import Metrics
+    from service.settings import Settings
+
+    settings = Settings()
+    configure_logging(settings.log_format, settings.log_level)
+    engine = RemoteEngine(settings, args.socket, args.arena)
+    app = create_app(settings, Metrics(process=False), engine=engine)
+    sock = listening_socket(args.host, args.port)
+    sock.listen(2048)
+    config = uvicorn.Config(
+        app,
+        loop="uvloop",
+        http="httptools",
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=30,
+    )
+    # uvicorn drains in-flight requests on SIGTERM, then re-raises the signal: a no-op handler
+    # underneath turns that into a normal exit.
+    signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    uvicorn.Server(config).run(sockets=[sock])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

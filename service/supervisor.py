@@ -1,0 +1,183 @@
+"""The supervisor (``python -m service``): starts the executor, then the front ends; keeps them up.
+
+- The executor starts first; when it cannot start at all (no such device, bad settings), the
+  supervisor exits non-zero.
+- A child that dies is started again (with a back-off when it keeps dying); front ends answer
+  503 while the executor is away and reconnect on their own.
+- SIGTERM (or SIGINT) goes to the front ends first: they stop accepting and answer every
+  request they accepted, which still needs the executor; then the executor stops. The exit
+  status is 0 when every child stopped cleanly.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from service.settings import Settings
+
+log = logging.getLogger("convbridge.supervisor")
+STARTUP_TIMEOUT_S = 600  # TensorFlow's first import on a cold disk, then the device
+STOP_TIMEOUT_S = 40  # front ends drain for up to 30 s (uvicorn's graceful timeout)
+
+
+@dataclass
+class Child:
+    """One process the supervisor keeps running."""
+
+    name: str
+    command: list[str]
+    env: dict[str, str]
+    process: subprocess.Popen[bytes] | None = None
+    started: float = 0.0
+    failures: int = 0
+    restart_at: float = field(default=0.0)
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            self.command, env=self.env, start_new_session=True, preexec_fn=_die_with_parent
+        )
+        self.started = time.monotonic()
+        log.info("%s started (pid %d)", self.name, self.process.pid)
+
+    def exited(self) -> int | None:
+        return None if self.process is None else self.process.poll()
+
+    def signal(self, signum: int) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signum)
+
+
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM if the supervisor dies (even by kill -9)."""
+    try:
+        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def runtime_folder() -> Path:
+    """A private folder for the executor's socket, the arenas and the metrics files (tmpfs)."""
+    shm = Path("/dev/shm")
+    base = shm if shm.is_dir() and os.access(shm, os.W_OK) else None
+    return Path(tempfile.mkdtemp(prefix="convbridge-", dir=base))
+
+
+def supervise(settings: Settings, host: str, port: int, workers: int) -> int:
+    folder = runtime_folder()
+    try:
+        return _Supervisor(settings, host, port, workers, folder).run()
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+class _Supervisor:
+    def __init__(self, settings: Settings, host: str, port: int, workers: int, folder: Path):
+        self.socket_path = folder / "executor.sock"
+        metrics = folder / "metrics"
+        metrics.mkdir()
+        self.metrics = metrics
+        base = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+        python = [sys.executable, "-m"]
+        self.executor = Child(
+            "executor", [*python, "service.executor", "--socket", str(self.socket_path)], base
+        )
+        frontend = [*python, "service.frontend", "--host", host, "--port", str(port)]
+        frontend += ["--socket", str(self.socket_path), "--arena", str(folder)]
+        env = {**base, "PROMETHEUS_MULTIPROC_DIR": str(metrics)}
+        self.frontends = [Child(f"front end {i}", frontend, env) for i in range(workers)]
+        self.stopping = False
+        self.host, self.port = host, port
+
+    def run(self) -> int:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self._stop)
+        holder = self._hold_port()
+        self.executor.start()
+        if not self._wait_for_executor():
+            return 2
+        for frontend in self.frontends:
+            frontend.start()
+        holder.close()
+        while not self.stopping:
+            self._keep_alive(self.executor)
+            for frontend in self.frontends:
+                self._keep_alive(frontend)
+            time.sleep(0.1)
+        return self._shut_down()
+
+    def _hold_port(self) -> socket.socket:
+        """Bind the port now, so a port in use fails at once and not in every front end."""
+        from service.frontend import listening_socket
+
+        return listening_socket(self.host, self.port)
+
+    def _wait_for_executor(self) -> bool:
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while time.monotonic() < deadline and not self.stopping:
+            code = self.executor.exited()
+            if code is not None:
+                print(
+                    f"convbridge: the model executor could not start (exit {code})", file=sys.stderr
+                )
+                return False
+            if self.socket_path.exists():
+                return True
+            time.sleep(0.05)
+        if not self.stopping:
+            print("convbridge: the model executor did not start in time", file=sys.stderr)
+        self.executor.signal(signal.SIGKILL)
+        return False
+
+    def _keep_alive(self, child: Child) -> None:
+        code = child.exited()
+        if code is None:
+            return
+        now = time.monotonic()
+        if child.restart_at == 0.0:
+            lived = now - child.started
+            child.failures = 0 if lived > 30 else child.failures + 1
+            delay = min(5.0, 0.25 * 2 ** max(0, child.failures - 1))
+            child.restart_at = now + delay
+            log.error("%s exited with %s; starting it again in %.2f s", child.name, code, delay)
+            if child is not self.executor and child.process is not None:
+                from prometheus_client import multiprocess
+
+                multiprocess.mark_process_dead(child.process.pid, str(self.metrics))  # type: ignore[no-untyped-call]
+        if now >= child.restart_at:
+            child.restart_at = 0.0
+            child.start()
+
+    def _stop(self, signum: int, _: object) -> None:
+        self.stopping = True
+
+    def _shut_down(self) -> int:
+        log.info("stopping: front ends first, then the executor")
+        codes = [_stop_child(frontend) for frontend in self.frontends]
+        codes.append(_stop_child(self.executor))
+        return 0 if all(code == 0 for code in codes) else 1
+
+
+def _stop_child(child: Child) -> int:
+    process = child.process
+    if process is None:
+        return 0
+    child.signal(signal.SIGTERM)
+    try:
+        code = process.wait(STOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        code = process.wait()
+    if code != 0:
+        log.error("%s stopped with exit status %s", child.name, code)
+    return code
