@@ -1,6 +1,9 @@
-"""python -m benchmarks: convbridge over HTTP against the in-process ceiling and a naive server.
+"""python -m benchmarks: convbridge over HTTP against the in-process ceiling and its floors.
 
-All three are measured in one run on this machine; see README.md for the latest table.
+For each model: the SavedModel called in process (the ceiling), a bare FastAPI route (the
+most a Python front end can answer), the naive one-call-per-request server, and convbridge
+with 1 and 2 front ends, at several concurrencies, all in one run on this machine. The
+report's ratios are the throughput targets; see README.md for the latest table.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import sys
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -25,8 +29,9 @@ RESULTS = ROOT / "benchmarks" / "results"
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
-    parser.add_argument("--variant", default="flatten")
+    parser.add_argument("--variants", default="gap,flatten", help="models to measure")
     parser.add_argument("--concurrency", default="1,8,32,64")
+    parser.add_argument("--front-ends", default="1,2", help="CONVBRIDGE_WORKERS to compare")
     parser.add_argument("--batches", default="1,8,32,64", help="in-process batch sizes")
     parser.add_argument("--seconds", type=float, default=10, help="per load level")
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -65,67 +70,81 @@ def load_levels(
     return results
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    from benchmarks.ceiling import measure_ceiling
-    from benchmarks.load import WrkMissingError
-    from benchmarks.models import export_benchmark_model
-    from benchmarks.report import format_markdown, update_readme
-
-    levels = [int(c) for c in args.concurrency.split(",")]
-    with tempfile.TemporaryDirectory(prefix="convbridge-bench-") as scratch:
-        workdir = Path(scratch)
-        model_path = export_benchmark_model(workdir / "models", args.variant)
-        body = workdir / "body.png"
-        body.write_bytes(body_png())
-        print(f"in-process ceiling of {args.variant} (32x32x3):", flush=True)
-        ceiling = [
-            asdict(r)
-            for r in measure_ceiling(
-                model_path, (32, 32, 3), [int(b) for b in args.batches.split(",")], seconds=3
-            )
-        ]
-        for row in ceiling:
-            print(f"  batch {row['batch']:<3} {row['images_per_second']:8.1f} images/s", flush=True)
-        runs = {}
-        servers = {
-            "naive": ServerProcess(
+def servers_for(
+    variant: str, model_path: Path, front_ends: list[int], workdir: Path
+) -> dict[str, tuple[ServerProcess, str]]:
+    """Every server of one comparison, each with the path it answers on."""
+    repository = {"CONVBRIDGE_REPOSITORY": str(model_path.parent.parent)}
+    quiet = {"CONVBRIDGE_LOG_LEVEL": "warning", "CONVBRIDGE_POLL_INTERVAL_S": "0"}
+    servers: dict[str, tuple[ServerProcess, str]] = {
+        "bare FastAPI route": (
+            ServerProcess("benchmarks.bare_server", [], workdir / "bare.log", {}, "/healthz"),
+            "/predict",
+        ),
+        "naive": (
+            ServerProcess(
                 "benchmarks.naive_server",
                 ["--model", str(model_path)],
                 workdir / "naive.log",
                 {},
                 ready_path="/healthz",
             ),
-            "convbridge": ServerProcess(
-                "service",
-                [],
-                workdir / "convbridge.log",
-                {
-                    "CONVBRIDGE_REPOSITORY": str(workdir / "models"),
-                    "CONVBRIDGE_LOG_LEVEL": "warning",
-                },
-            ),
-        }
-        paths = {"naive": "/predict", "convbridge": f"/models/{args.variant}/classify"}
+            "/predict",
+        ),
+    }
+    for count in front_ends:
+        env = {**repository, **quiet, "CONVBRIDGE_WORKERS": str(count)}
+        label = "convbridge, 1 process" if count == 0 else f"convbridge, {count} front end(s)"
+        servers[label] = (
+            ServerProcess("service", [], workdir / f"convbridge-{count}.log", env),
+            f"/models/{variant}/classify",
+        )
+    return servers
+
+
+def measure_variant(args: argparse.Namespace, variant: str, workdir: Path) -> dict[str, Any]:
+    from benchmarks.ceiling import measure_ceiling
+    from benchmarks.models import export_benchmark_model
+
+    levels = [int(c) for c in args.concurrency.split(",")]
+    model_path = export_benchmark_model(workdir / "models", variant)
+    body = workdir / "body.png"
+    body.write_bytes(body_png())
+    print(f"in-process ceiling of {variant} (32x32x3):", flush=True)
+    batches = [int(b) for b in args.batches.split(",")]
+    ceiling = [asdict(r) for r in measure_ceiling(model_path, (32, 32, 3), batches, seconds=3)]
+    for row in ceiling:
+        print(f"  batch {row['batch']:<3} {row['images_per_second']:8.1f} images/s", flush=True)
+    runs = {}
+    front_ends = [int(count) for count in args.front_ends.split(",")]
+    for name, (server, path) in servers_for(variant, model_path, front_ends, workdir).items():
         try:
-            for name, server in servers.items():
-                server.wait_ready()
-                print(f"{name} over HTTP ({server.url}{paths[name]}):", flush=True)
-                runs[name] = load_levels(server, paths[name], body, levels, args.seconds, workdir)
-                server.stop()
+            server.wait_ready()
+            print(f"{name} over HTTP ({server.url}{path}):", flush=True)
+            runs[name] = load_levels(server, path, body, levels, args.seconds, workdir)
+        finally:
+            server.stop()
+    return {"variant": variant, "ceiling": ceiling, "runs": runs}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from benchmarks.load import WrkMissingError
+    from benchmarks.report import format_markdown, update_readme
+
+    comparisons = []
+    with tempfile.TemporaryDirectory(prefix="convbridge-bench-") as scratch:
+        try:
+            for variant in args.variants.split(","):
+                comparisons.append(measure_variant(args, variant, Path(scratch)))
         except WrkMissingError as error:
             print(f"error: {error}", file=sys.stderr)
             return 2
-        finally:
-            for server in servers.values():
-                server.stop()
     results = {
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "command": "python -m benchmarks " + " ".join(argv if argv is not None else sys.argv[1:]),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
-        "variant": args.variant,
-        "ceiling": ceiling,
-        "runs": runs,
+        "comparisons": comparisons,
         "seconds": args.seconds,
     }
     markdown = format_markdown(results)

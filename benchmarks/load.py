@@ -44,13 +44,22 @@ class LoadResult:
     p99_ms: float
     errors: int  # connection errors, timeouts and non-2xx answers
     wrk_cpu: float  # CPU seconds wrk used per wall second (1.0 = one core)
-    server_cpu: float
+    server_cpu: float  # the same for the server and all its processes
+    cpu_ms_per_request: float  # server CPU (all processes) per answered request
 
 
 def process_cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process, from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU seconds of a process and every process it started, from /proc."""
+    from benchmarks.servers import process_tree
+
+    total = 0
+    for member in process_tree(pid):
+        try:
+            fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # it ended meanwhile
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def run_wrk(
@@ -102,4 +111,5 @@ def run_wrk(
         errors=data["errors"] + data["non2xx"],
         wrk_cpu=(usage.ru_utime + usage.ru_stime) / wall,
         server_cpu=server_cpu / wall,
+        cpu_ms_per_request=server_cpu * 1000 / max(1, data["requests"]),
     )

@@ -8,41 +8,106 @@ from typing import Any
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 
 
+# The throughput issue's targets: convbridge at c=64 against the ceiling at batch 32.
+TARGETS = {"gap": 0.5, "flatten": 0.85}
+LATENCY_MARGIN_MS = 0.3  # c=1 p50 at most the naive server's plus this
+TAIL_RATIO = 2.5  # p99 at most this many p50s at c=64
+
+
 def format_markdown(results: dict[str, Any]) -> str:
-    ceiling = {row["batch"]: row for row in results["ceiling"]}
-    batch32 = ceiling.get(32, results["ceiling"][-1])["images_per_second"]
-    batch1_ms = ceiling.get(1, results["ceiling"][0])["median_ms"]
-    naive = {run["concurrency"]: run for run in results["runs"].get("naive", [])}
     lines = [
         f"Machine: {results['machine']}. Command: `{results['command']}` ({results['date']}). "
-        f"Model: `{results['variant']}` at 32x32x3, {results['seconds']:g} s per level, "
-        "raw PNG bodies from wrk (one thread) on 127.0.0.1.",
+        f"Models at 32x32x3 (untrained weights), {results['seconds']:g} s per level, raw PNG "
+        "bodies from wrk (one thread) on 127.0.0.1. CPU ms/req: every process of the server "
+        "together, per answered request.",
         "",
-        "| in-process batch | median ms | images/s |",
-        "| ---: | ---: | ---: |",
     ]
-    lines += [
-        f"| {b} | {row['median_ms']:.2f} | {row['images_per_second']:,.0f} |"
-        for b, row in sorted(ceiling.items())
-    ]
-    lines += [
+    checks: list[str] = []
+    for comparison in results["comparisons"]:
+        lines += _comparison(comparison, checks)
+    lines += ["| target (ratios from this run) | measured | met |", "| --- | --- | :---: |"]
+    return "\n".join(lines + checks) + "\n"
+
+
+def _comparison(comparison: dict[str, Any], checks: list[str]) -> list[str]:
+    variant = comparison["variant"]
+    ceiling = {row["batch"]: row for row in comparison["ceiling"]}
+    batch32 = ceiling.get(32, comparison["ceiling"][-1])["images_per_second"]
+    naive = {run["concurrency"]: run for run in comparison["runs"].get("naive", [])}
+    lines = [
+        f"**`{variant}`**: in process, "
+        + ", ".join(
+            f"batch {b}: {row['images_per_second']:,.0f} images/s ({row['median_ms']:.2f} ms)"
+            for b, row in sorted(ceiling.items())
+        ),
         "",
-        "| server | concurrency | req/s | p50 ms | p95 ms | p99 ms | errors | vs ceiling b32 "
-        "| vs naive | p50 - in-process b1 | wrk CPU | server CPU |",
+        "| server | c | req/s | p50 ms | p99 ms | p99/p50 | errors | vs ceiling b32 "
+        "| vs naive | CPU ms/req | server CPU | wrk CPU |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for server, runs in results["runs"].items():
+    for server, runs in comparison["runs"].items():
         for run in runs:
             base = naive.get(run["concurrency"])
             versus = f"{run['throughput'] / base['throughput']:.2f}x" if base else "-"
             lines.append(
                 f"| {server} | {run['concurrency']} | {run['throughput']:,.0f} | "
-                f"{run['p50_ms']:.2f} | {run['p95_ms']:.2f} | {run['p99_ms']:.2f} | "
-                f"{run['errors']} | {run['throughput'] / batch32:.2f} | {versus} | "
-                f"{run['p50_ms'] - batch1_ms:+.2f} ms | {run['wrk_cpu']:.0%} | "
-                f"{run['server_cpu']:.0%} |"
+                f"{run['p50_ms']:.2f} | {run['p99_ms']:.2f} | "
+                f"{run['p99_ms'] / max(run['p50_ms'], 1e-9):.1f} | {run['errors']} | "
+                f"{run['throughput'] / batch32:.2f} | {versus} | "
+                f"{run.get('cpu_ms_per_request', 0):.2f} | {run['server_cpu']:.0%} | "
+                f"{run['wrk_cpu']:.0%} |"
             )
-    return "\n".join(lines) + "\n"
+    lines.append("")
+    _check(comparison, batch32, naive, checks)
+    return lines
+
+
+def _check(
+    comparison: dict[str, Any], batch32: float, naive: dict[int, Any], checks: list[str]
+) -> None:
+    variant = comparison["variant"]
+    ours = {k: v for k, v in comparison["runs"].items() if k.startswith("convbridge")}
+    at = {name: {run["concurrency"]: run for run in runs} for name, runs in ours.items()}
+    best = max(ours, key=lambda name: at[name].get(64, {"throughput": 0})["throughput"])
+    top = at[best].get(64)
+    if top is not None and variant in TARGETS:
+        ratio = top["throughput"] / batch32
+        goal = TARGETS[variant]
+        checks.append(
+            f"| `{variant}` c=64 >= {goal}x ceiling | {ratio:.2f}x ({best}) | "
+            f"{_mark(ratio >= goal)} |"
+        )
+    for name, levels in at.items():
+        lone, base = levels.get(1), naive.get(1)
+        if lone is not None and base is not None:
+            limit = base["p50_ms"] + LATENCY_MARGIN_MS
+            checks.append(
+                f"| `{variant}` c=1 p50 <= naive + {LATENCY_MARGIN_MS} ms ({name}) | "
+                f"{lone['p50_ms']:.2f} <= {limit:.2f} ms | "
+                f"{_mark(lone['p50_ms'] <= limit)} |"
+            )
+        heavy = levels.get(64)
+        if heavy is not None:
+            tail = heavy["p99_ms"] / max(heavy["p50_ms"], 1e-9)
+            checks.append(
+                f"| `{variant}` c=64 p99 <= {TAIL_RATIO} p50 ({name}) | {tail:.1f}x | "
+                f"{_mark(tail <= TAIL_RATIO)} |"
+            )
+        errors = sum(run["errors"] for run in levels.values())
+        checks.append(f"| `{variant}` no errors ({name}) | {errors} | {_mark(errors == 0)} |")
+    scaling = [
+        at[name][64]["throughput"] for name in ours if 64 in at[name] and "process" not in name
+    ]
+    if len(scaling) >= 2:
+        grows = all(b > a for a, b in zip(scaling, scaling[1:], strict=False))
+        checks.append(
+            f"| `{variant}` c=64 grows with front ends | "
+            f"{' -> '.join(f'{x:,.0f}' for x in scaling)} req/s | {_mark(grows)} |"
+        )
+
+
+def _mark(met: bool) -> str:
+    return "yes" if met else "**no**"
 
 
 def update_readme(readme: Path, markdown: str) -> None:
