@@ -1,0 +1,236 @@
+"""The split over a real socket: front ends and one executor, their faults, and one /metrics.
+
+Each test starts its own `python -m service` with two front ends on a copy of `gap`, kills
+or counts what it needs, and bounds its traffic in requests and seconds.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import httpx
+import pytest
+
+from benchmarks.servers import ServerProcess, process_tree
+from tests.conftest import start_server
+from tests.images import digit_png
+from tests.metrics import samples, value
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+TIMEOUT_S = 5.0  # the server's request timeout in these tests
+
+
+@pytest.fixture(scope="module")
+def gap_only(demo_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("split")
+    shutil.copytree(demo_repository / "gap", root / "gap")
+    return root
+
+
+@pytest.fixture
+def split(gap_only: Path, tmp_path: Path):
+    server = start_server(
+        gap_only,
+        tmp_path / "server.log",
+        CONVBRIDGE_WORKERS="2",
+        CONVBRIDGE_REQUEST_TIMEOUT_S=str(TIMEOUT_S),
+    )
+    try:
+        yield server.wait_ready()
+    finally:
+        server.stop()
+
+
+def children(server: ServerProcess, module: str) -> list[int]:
+    """Pids of the server's processes running ``python -m <module>``."""
+    found = []
+    for pid in process_tree(server.pid)[1:]:
+        try:
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if module.encode() in command:
+            found.append(pid)
+    return found
+
+
+def fresh_client(server: ServerProcess) -> httpx.Client:
+    """A client that opens a new connection per request, so the kernel spreads them."""
+    limits = httpx.Limits(max_keepalive_connections=0)
+    return httpx.Client(base_url=server.url, timeout=TIMEOUT_S + 5, limits=limits)
+
+
+class Load(threading.Thread):
+    """Classify requests back to back until stopped, recording (sent, seconds, status)."""
+
+    def __init__(self, server: ServerProcess, png: bytes, limit: int = 3000) -> None:
+        super().__init__(daemon=True)
+        self.server, self.png, self.limit = server, png, limit
+        self.results: list[tuple[float, float, int | str]] = []
+        self.running = True
+
+    def run(self) -> None:
+        with fresh_client(self.server) as client:
+            while self.running and len(self.results) < self.limit:
+                sent = time.monotonic()
+                try:
+                    status: int | str = client.post(
+                        "/models/gap/classify",
+                        content=self.png,
+                        headers={"Content-Type": "image/png"},
+                    ).status_code
+                except httpx.TransportError as error:
+                    status = type(error).__name__
+                self.results.append((sent, time.monotonic() - sent, status))
+                if status != 200:
+                    time.sleep(0.02)  # refused: back off a little, as a client should
+
+    def stop(self) -> None:
+        self.running = False
+        self.join(timeout=30)
+
+
+def wait_for(predicate, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def ready(server: ServerProcess) -> int:
+    try:
+        return httpx.get(server.url + "/readyz", timeout=2).status_code
+    except httpx.TransportError:
+        return 0
+
+
+def test_one_metrics_page_counts_every_front_end(split: ServerProcess, digits) -> None:
+    count = 40
+    png = digit_png(digits.test.images[0])
+    before = samples(httpx.get(split.url + "/metrics").text)
+    with fresh_client(split) as client:
+        statuses = Counter(
+            client.post(
+                "/models/gap/classify", content=png, headers={"Content-Type": "image/png"}
+            ).status_code
+            for _ in range(count)
+        )
+    after = samples(httpx.get(split.url + "/metrics").text)
+    assert statuses == {200: count}
+    # Both front ends answered some: each keeps its own metrics file, named by its pid.
+    files = [
+        path.name
+        for pid in children(split, "service.frontend")
+        for path in Path("/dev/shm").glob(f"convbridge-*/metrics/histogram_{pid}.db")
+    ]
+    assert len(files) == 2, files
+
+    def rise(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert (
+        rise("convbridge_requests_total", model="gap", endpoint="classify", outcome="ok") == count
+    )
+    route = {"method": "POST", "route": "/models/{name}/classify", "status": "200"}
+    assert rise("convbridge_http_request_duration_seconds_count", **route) == count
+    for stage in ("decode", "queue", "compute", "encode"):
+        labels = {"model": "gap", "version": "1", "stage": stage}
+        assert rise("convbridge_inference_duration_seconds_count", **labels) == count
+    # The executor's own metrics are on the same page: every image went through a batch.
+    assert rise("convbridge_batch_size_sum", model="gap", version="1") == count
+    assert value(after, "convbridge_model_loaded", model="gap", version="1", device="/CPU:0") == 1
+
+
+def test_a_killed_executor_is_replaced_and_no_request_hangs(split: ServerProcess, digits) -> None:
+    (executor,) = children(split, "service.executor")
+    load = Load(split, digit_png(digits.test.images[0]))
+    load.start()
+    assert wait_for(lambda: len(load.results) >= 20, 10)
+    killed = time.monotonic()
+    os.kill(executor, signal.SIGKILL)
+    # Readiness drops at once, while the supervisor starts a new executor...
+    assert wait_for(lambda: ready(split) == 503, 2)
+    answer = httpx.post(
+        split.url + "/models/gap/classify",
+        content=digit_png(digits.test.images[1]),
+        headers={"Content-Type": "image/png"},
+    )
+    assert answer.status_code == 503 and answer.headers["retry-after"]
+    assert "executor" in answer.json()["error"]
+    # ...which loads the model and takes traffic again.
+    assert wait_for(lambda: ready(split) == 200, 120)
+    recovered = time.monotonic()
+    assert wait_for(lambda: any(s == 200 and t > recovered for t, _, s in load.results), 10)
+    load.stop()
+    assert len(load.results) < load.limit
+    assert children(split, "service.executor") not in ([], [executor])
+    statuses = Counter(status for _, _, status in load.results)
+    assert set(statuses) <= {200, 503}, statuses
+    during = [(seconds, status) for sent, seconds, status in load.results if sent >= killed]
+    assert all(status == 503 for sent, _, status in load.results if killed < sent < recovered - 1)
+    # No request waited for its deadline: the ones caught by the kill were answered at once.
+    assert max(seconds for seconds, _ in during) < TIMEOUT_S
+
+
+def test_a_killed_front_end_is_replaced_while_the_other_serves(
+    split: ServerProcess, digits
+) -> None:
+    front_ends = children(split, "service.frontend")
+    assert len(front_ends) == 2
+    load = Load(split, digit_png(digits.test.images[0]))
+    load.start()
+    assert wait_for(lambda: len(load.results) >= 20, 10)
+    killed = time.monotonic()
+    os.kill(front_ends[0], signal.SIGKILL)
+    assert wait_for(lambda: sum(t > killed + 0.5 for t, _, _ in load.results) >= 20, 10)
+    replaced = wait_for(
+        lambda: (
+            len(children(split, "service.frontend")) == 2
+            and front_ends[0] not in children(split, "service.frontend")
+        ),
+        30,
+    )
+    load.stop()
+    assert replaced
+    after = [status for sent, _, status in load.results if sent > killed + 0.5]
+    # New connections go to the front end that lives: every one of them is served.
+    assert after and set(after) == {200}, Counter(after)
+    assert ready(split) == 200
+
+
+def test_the_supervisor_exits_non_zero_when_the_executor_cannot_start(
+    gap_only: Path, tmp_path: Path
+) -> None:
+    server = start_server(gap_only, tmp_path / "server.log", CONVBRIDGE_DEVICE="gpu")
+    try:
+        code = server.process.wait(timeout=120)
+    finally:
+        server.stop()
+    assert code == 2
+    assert "CONVBRIDGE_DEVICE=gpu but TensorFlow sees no GPU" in server.log()
+    assert "the model executor could not start" in server.log()
+
+
+def test_one_process_mode_still_serves(gap_only: Path, tmp_path: Path, digits) -> None:
+    server = start_server(gap_only, tmp_path / "server.log", CONVBRIDGE_WORKERS="0")
+    try:
+        server.wait_ready()
+        assert children(server, "service.executor") == []
+        answer = httpx.post(
+            server.url + "/models/gap/classify",
+            content=digit_png(digits.test.images[0]),
+            headers={"Content-Type": "image/png"},
+        )
+        assert answer.status_code == 200
+        label = answer.json()["predictions"][0]["top_k"][0]["label"]
+        assert int(label) == digits.test.labels[0]
+    finally:
+        assert server.stop() == 0
