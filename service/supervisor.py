@@ -66,15 +66,26 @@ def _die_with_parent() -> None:
         pass
 
 
-def runtime_folder() -> Path:
-    """A private folder for the executor's socket, the arenas and the metrics files (tmpfs)."""
+def runtime_folder(arena_bytes: int) -> Path:
+    """A private folder for the executor's socket, the arenas and the metrics files.
+
+    In /dev/shm when it has room for every arena (a full tmpfs would kill a front end with
+    SIGBUS mid-request; Docker's default is 64 MB); else in the temporary folder, where the
+    arenas are files in the page cache, shared all the same.
+    """
     shm = Path("/dev/shm")
-    base = shm if shm.is_dir() and os.access(shm, os.W_OK) else None
+    base = None
+    if shm.is_dir() and os.access(shm, os.W_OK):
+        stats = os.statvfs(shm)
+        if stats.f_bavail * stats.f_frsize >= 2 * arena_bytes:
+            base = shm
+        else:
+            log.warning("/dev/shm has too little room for %d bytes of arenas", arena_bytes)
     return Path(tempfile.mkdtemp(prefix="convbridge-", dir=base))
 
 
 def supervise(settings: Settings, host: str, port: int, workers: int) -> int:
-    folder = runtime_folder()
+    folder = runtime_folder(workers * settings.shm_bytes)
     try:
         return _Supervisor(settings, host, port, workers, folder).run()
     finally:
