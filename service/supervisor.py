@@ -94,6 +94,7 @@ def supervise(settings: Settings, host: str, port: int, workers: int) -> int:
 
 class _Supervisor:
     def __init__(self, settings: Settings, host: str, port: int, workers: int, folder: Path):
+        self.folder = folder
         self.socket_path = folder / "executor.sock"
         metrics = folder / "metrics"
         metrics.mkdir()
@@ -162,12 +163,17 @@ class _Supervisor:
             child.restart_at = now + delay
             log.error("%s exited with %s; starting it again in %.2f s", child.name, code, delay)
             if child is not self.executor and child.process is not None:
-                from prometheus_client import multiprocess
-
-                multiprocess.mark_process_dead(child.process.pid, str(self.metrics))  # type: ignore[no-untyped-call]
+                self._forget_front_end(child.process.pid)
         if now >= child.restart_at:
             child.restart_at = 0.0
             child.start()
+
+    def _forget_front_end(self, pid: int) -> None:
+        """A dead front end's arena goes; its metrics files stay, so its counts still count."""
+        from prometheus_client import multiprocess
+
+        (self.folder / f"arena-{pid}").unlink(missing_ok=True)
+        multiprocess.mark_process_dead(pid, str(self.metrics))  # type: ignore[no-untyped-call]
 
     def _stop(self, signum: int, _: object) -> None:
         self.stopping = True

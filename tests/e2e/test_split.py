@@ -60,6 +60,13 @@ def children(server: ServerProcess, module: str) -> list[int]:
     return found
 
 
+def runtime_folder(server: ServerProcess) -> Path:
+    """The supervisor's folder for the socket, arenas and metrics (a front end's --arena)."""
+    pid = children(server, "service.frontend")[0]
+    arguments = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+    return Path(arguments[arguments.index("--arena") + 1])
+
+
 def fresh_client(server: ServerProcess) -> httpx.Client:
     """A client that opens a new connection per request, so the kernel spreads them."""
     limits = httpx.Limits(max_keepalive_connections=0)
@@ -126,12 +133,10 @@ def test_one_metrics_page_counts_every_front_end(split: ServerProcess, digits) -
     after = samples(httpx.get(split.url + "/metrics").text)
     assert statuses == {200: count}
     # Both front ends answered some: each keeps its own metrics file, named by its pid.
-    files = [
-        path.name
-        for pid in children(split, "service.frontend")
-        for path in Path("/dev/shm").glob(f"convbridge-*/metrics/histogram_{pid}.db")
-    ]
-    assert len(files) == 2, files
+    metrics = runtime_folder(split) / "metrics"
+    pids = children(split, "service.frontend")
+    # Only inference requests write the counters file (/metrics itself writes histograms).
+    assert all((metrics / f"counter_{pid}.db").exists() for pid in pids), list(metrics.iterdir())
 
     def rise(name: str, **labels: str) -> float:
         return value(after, name, **labels) - value(before, name, **labels)
@@ -185,6 +190,8 @@ def test_a_killed_front_end_is_replaced_while_the_other_serves(
 ) -> None:
     front_ends = children(split, "service.frontend")
     assert len(front_ends) == 2
+    folder = runtime_folder(split)
+    assert (folder / f"arena-{front_ends[0]}").exists()
     load = Load(split, digit_png(digits.test.images[0]))
     load.start()
     assert wait_for(lambda: len(load.results) >= 20, 10)
@@ -200,6 +207,7 @@ def test_a_killed_front_end_is_replaced_while_the_other_serves(
     )
     load.stop()
     assert replaced
+    assert not (folder / f"arena-{front_ends[0]}").exists()  # its shared memory went with it
     after = [status for sent, _, status in load.results if sent > killed + 0.5]
     # New connections go to the front end that lives: every one of them is served.
     assert after and set(after) == {200}, Counter(after)
