@@ -14,7 +14,7 @@ from prometheus_client import generate_latest
 from service.executor.arena import AttachedArena
 from service.executor.protocol import FrameProtocol, error_header, pack_arrays
 from service.executor.snapshot import encode_snapshot
-from service.inference import Engine, Lease
+from service.inference import Engine, Lease, ModelNotReadyError
 
 log = logging.getLogger("convbridge.executor")
 
@@ -113,7 +113,9 @@ class _Connection:
         return {"lease": number, **_describe(lease.model, header.get("card", False))}, b""
 
     async def _run(self, header: dict[str, Any], payload: memoryview) -> tuple[Any, bytes]:
-        lease = self.leases[header["lease"]]
+        lease = self.leases.get(header["lease"])
+        if lease is None:  # reserved from an executor that has died since
+            raise ModelNotReadyError("the model executor restarted during the request; retry")
         memory = self.arena.memory if self.arena is not None else None
         block = self.arena.check(header["block"]) if self.arena is not None else None
         shape, dtype = header["shape"], np.dtype(header["dtype"])

@@ -1,0 +1,112 @@
+"""The executor's client keeps the in-process engine's contract: same answers, same errors.
+
+Both ends run in this test's event loop, joined by a real Unix socket and a real arena.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from prometheus_client import CollectorRegistry
+
+from convbridge.signatures import CLASSIFY, FEATURE_MAPS, PROBABILITIES
+from service.executor.client import RemoteEngine
+from service.executor.server import ExecutorServer
+from service.inference import (
+    Engine,
+    ModelNotFoundError,
+    ModelNotReadyError,
+    QueueFullError,
+    UnknownSignatureError,
+)
+from service.metrics import Metrics
+from service.settings import Settings
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def repository(demo_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("remote")
+    shutil.copytree(demo_repository / "gap", root / "gap")
+    return root
+
+
+async def _until(predicate, seconds: float = 60) -> None:
+    for _ in range(int(seconds * 20)):
+        if predicate():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("condition not met in time")
+
+
+def test_the_client_answers_like_the_engine(repository: Path, tmp_path: Path, digits) -> None:
+    images = digits.test.images[:2]  # the queue below holds two
+    saved = tf.saved_model.load(str(repository / "gap" / "1"))
+    expected = saved.signatures[CLASSIFY](images=tf.constant(images))[PROBABILITIES].numpy()
+    maps = {
+        k: v.numpy() for k, v in saved.signatures[FEATURE_MAPS](images=tf.constant(images)).items()
+    }
+    settings = Settings(repository=repository, max_batch_size=2, max_queue_images=2)
+
+    async def scenario() -> None:
+        engine = Engine(settings, Metrics(CollectorRegistry(), http=False))
+        server = ExecutorServer(engine, tmp_path / "executor.sock")
+        await server.start()
+        client = RemoteEngine(settings, tmp_path / "executor.sock", tmp_path)
+        await client.start()
+        with pytest.raises(ModelNotReadyError):
+            client.names()  # not connected yet, or the engine still starting
+        await engine.start()
+        await _until(lambda: client.readiness().ready)
+        assert client.names() == ["gap"] and client.knows("gap")
+        assert client.status("gap").served_version == 1
+        with pytest.raises(ModelNotFoundError, match="available models: gap"):
+            await client.reserve("vgg", None, CLASSIFY).__aenter__()
+        with pytest.raises(ModelNotFoundError, match=r"no version 12345678901234567890123"):
+            await client.model("gap", 12345678901234567890123)  # beyond 64 bits: never sent
+
+        async with client.reserve("gap", None, CLASSIFY) as lease:
+            assert (lease.model.name, lease.model.version) == ("gap", 1)
+            assert lease.model.card.classes == tuple(str(i) for i in range(10))
+            lease.expect(2)
+            result = await lease.run(images, timeout=10)
+            features = await lease.run(images[:1], timeout=10, signature=FEATURE_MAPS)
+        np.testing.assert_allclose(result.outputs[PROBABILITIES], expected, atol=1e-6)
+        for name, values in maps.items():  # large outputs came back through the arena
+            np.testing.assert_allclose(features.outputs[name], np.asarray(values)[:1], atol=1e-5)
+        assert client.arena is not None and client.arena.free_bytes == client.arena.size
+
+        held = [await client.reserve("gap", None, CLASSIFY).__aenter__() for _ in range(2)]
+        with pytest.raises(QueueFullError, match="2 images are queued or on their way"):
+            await client.reserve("gap", None, CLASSIFY).__aenter__()
+        for lease in held:
+            await lease.__aexit__(None, None, None)
+        await _until(lambda: not any(c.leases for c in server.connections), 5)
+        with pytest.raises(UnknownSignatureError, match="no signature 'explain'"):
+            await client.reserve("gap", None, "explain").__aenter__()
+
+        stale = client.reserve("gap", None, CLASSIFY)
+        await stale.__aenter__()
+        stale._number = 10**6  # as if reserved from an executor that died since
+        with pytest.raises(ModelNotReadyError, match="executor restarted"):
+            await stale.run(images[:1], timeout=10)
+        await stale.__aexit__(None, None, None)
+
+        metrics = (await client.metrics_text()).decode()
+        assert 'convbridge_batch_size_count{model="gap",version="1"}' in metrics
+        assert "convbridge_http_request_duration_seconds" not in metrics  # front ends' own
+
+        await server.stop()
+        await _until(lambda: not client.readiness().ready, 5)
+        assert "executor is not available" in (client.readiness().error or "")
+        with pytest.raises(ModelNotReadyError, match="executor is not available"):
+            await client.reserve("gap", None, CLASSIFY).__aenter__()
+        await client.close()
+
+    asyncio.run(scenario())
