@@ -31,7 +31,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--variants", default="gap,flatten", help="models to measure")
     parser.add_argument("--concurrency", default="1,8,32,64")
-    parser.add_argument("--front-ends", default="1,2", help="CONVBRIDGE_WORKERS to compare")
+    parser.add_argument(
+        "--front-ends", default="0,1,2", help="CONVBRIDGE_WORKERS to compare (0: one process)"
+    )
     parser.add_argument("--batches", default="1,8,32,64", help="in-process batch sizes")
     parser.add_argument("--seconds", type=float, default=10, help="per load level")
     parser.add_argument("--out", type=Path, default=RESULTS)

@@ -95,6 +95,14 @@ def _check(
             )
         errors = sum(run["errors"] for run in levels.values())
         checks.append(f"| `{variant}` no errors ({name}) | {errors} | {_mark(errors == 0)} |")
+    alone = at.get("convbridge, 1 process", {}).get(64)
+    split = [at[name][64] for name in ours if "front end" in name and 64 in at[name]]
+    if alone is not None and split:
+        gain = max(run["throughput"] for run in split) / alone["throughput"]
+        checks.append(
+            f"| `{variant}` c=64 front ends + executor vs one process | {gain:.2f}x | "
+            f"{_mark(gain > 1)} |"
+        )
     scaling = [
         at[name][64]["throughput"] for name in ours if 64 in at[name] and "process" not in name
     ]
