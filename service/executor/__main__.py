@@ -13,6 +13,11 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from service.inference.runtime import Runtime
+    from service.settings import Settings
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -40,12 +45,12 @@ def main(argv: list[str] | None = None) -> int:
     return uvloop.run(_serve(settings, runtime, args.socket))
 
 
-async def _serve(settings: object, runtime: object, socket_path: Path) -> int:
+async def _serve(settings: Settings, runtime: Runtime, socket_path: Path) -> int:
     from service.executor.server import ExecutorServer
     from service.inference import Engine
     from service.metrics import Metrics
 
-    engine = Engine(settings, Metrics(http=False), runtime)  # type: ignore[arg-type]
+    engine = Engine(settings, Metrics(http=False), runtime)
     server = ExecutorServer(engine, socket_path)
     await server.start()
     starting = asyncio.create_task(engine.start(), name="load-models")
