@@ -111,6 +111,7 @@ class FrameProtocol(asyncio.Protocol):
         self._handler = handler
         self._on_lost = on_lost
         self._buffer = bytearray()
+        self._outgoing: list[bytes] = []
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -134,8 +135,17 @@ class FrameProtocol(asyncio.Protocol):
             del buffer[:start]
 
     def send(self, header: dict[str, Any], payload: bytes | memoryview = b"") -> None:
+        """Queue a frame; every frame queued in one turn of the event loop leaves in one write."""
+        if self.transport is None or self.transport.is_closing():
+            return
+        self._outgoing.append(frame(header, payload))
+        if len(self._outgoing) == 1:
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        outgoing, self._outgoing = self._outgoing, []
         if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(frame(header, payload))
+            self.transport.write(b"".join(outgoing))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None

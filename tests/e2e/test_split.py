@@ -42,7 +42,13 @@ def split(gap_only: Path, tmp_path: Path):
         CONVBRIDGE_REQUEST_TIMEOUT_S=str(TIMEOUT_S),
     )
     try:
-        yield server.wait_ready()
+        server.wait_ready()
+        # /readyz answers once one front end is up; wait for the other too (its arena exists).
+        assert wait_for(lambda: len(children(server, "service.frontend")) == 2, 30)
+        folder = runtime_folder(server)
+        pids = children(server, "service.frontend")
+        assert wait_for(lambda: all((folder / f"arena-{pid}").exists() for pid in pids), 60)
+        yield server
     finally:
         server.stop()
 
