@@ -9,6 +9,7 @@ Retry-After) and the client reconnects in the background.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 from pathlib import Path
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from service.executor.lease import RemoteLease
 
 log = logging.getLogger("convbridge.frontend")
+CONNECT_WAIT_S = 10.0
 GONE = "the model executor is not available (it is starting or restarting); retry shortly"
 
 
@@ -44,9 +46,18 @@ class RemoteEngine:
         self._ids = itertools.count(1)
         self._connector: asyncio.Task[None] | None = None
         self._lost: asyncio.Event | None = None
+        self._connected = asyncio.Event()
 
     async def start(self) -> None:
+        """Connect, and wait (a little) for the executor's first snapshot.
+
+        The app's start-up waits for this, and uvicorn answers nothing before it: without it,
+        a front end that has just started would refuse requests with 503 while its siblings
+        already say ready. An executor away for longer is waited for in the background.
+        """
         self._connector = asyncio.create_task(self._stay_connected(), name="executor")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._connected.wait(), CONNECT_WAIT_S)
 
     async def close(self) -> None:
         if self._connector is not None:
@@ -74,6 +85,7 @@ class RemoteEngine:
             try:
                 header, _ = await self._call(hello)
                 self.snapshot.update(header["snapshot"])
+                self._connected.set()
                 log.info("connected to the model executor")
             except ModelNotReadyError:
                 continue
@@ -89,6 +101,7 @@ class RemoteEngine:
 
     def _connection_lost(self) -> None:
         self._protocol = None
+        self._connected.clear()
         self.snapshot.readiness = Readiness(False, {}, GONE)
         pending, self._pending = self._pending, {}
         for future in pending.values():

@@ -248,3 +248,22 @@ def test_one_process_mode_still_serves(gap_only: Path, tmp_path: Path, digits) -
         assert int(label) == digits.test.labels[0]
     finally:
         assert server.stop() == 0
+
+
+def test_ready_means_every_front_end_serves(gap_only: Path, tmp_path: Path, digits) -> None:
+    """A front end answers nothing before it has the executor's snapshot: the first requests
+    after /readyz turns 200 are all served, whichever front end the kernel gives them to."""
+    server = start_server(gap_only, tmp_path / "server.log", CONVBRIDGE_WORKERS="2")
+    try:
+        server.wait_ready()
+        png = digit_png(digits.test.images[0])
+        with fresh_client(server) as client:
+            statuses = Counter(
+                client.post(
+                    "/models/gap/classify", content=png, headers={"Content-Type": "image/png"}
+                ).status_code
+                for _ in range(40)
+            )
+        assert statuses == {200: 40}
+    finally:
+        server.stop()
