@@ -63,6 +63,15 @@ def demo_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return repository
 
 
+@pytest.fixture(scope="session")
+def gap_repository(demo_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A repository holding only `gap`, for tests that start a server or engine on one model
+    (faster to load); none of them changes it."""
+    root = tmp_path_factory.mktemp("gap-only")
+    shutil.copytree(demo_repository / "gap", root / "gap")
+    return root
+
+
 def start_server(repository: Path, log_path: Path, **env: str) -> ServerProcess:
     """`python -m service` on the given repository, on a free 127.0.0.1 port."""
     return ServerProcess(

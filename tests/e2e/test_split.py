@@ -7,7 +7,6 @@ or counts what it needs, and bounds its traffic in requests and seconds.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import threading
 import time
@@ -26,17 +25,10 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 TIMEOUT_S = 5.0  # the server's request timeout in these tests
 
 
-@pytest.fixture(scope="module")
-def gap_only(demo_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("split")
-    shutil.copytree(demo_repository / "gap", root / "gap")
-    return root
-
-
 @pytest.fixture
-def split(gap_only: Path, tmp_path: Path):
+def split(gap_repository: Path, tmp_path: Path):
     server = start_server(
-        gap_only,
+        gap_repository,
         tmp_path / "server.log",
         CONVBRIDGE_WORKERS="2",
         CONVBRIDGE_REQUEST_TIMEOUT_S=str(TIMEOUT_S),
@@ -221,9 +213,9 @@ def test_a_killed_front_end_is_replaced_while_the_other_serves(
 
 
 def test_the_supervisor_exits_non_zero_when_the_executor_cannot_start(
-    gap_only: Path, tmp_path: Path
+    gap_repository: Path, tmp_path: Path
 ) -> None:
-    server = start_server(gap_only, tmp_path / "server.log", CONVBRIDGE_DEVICE="gpu")
+    server = start_server(gap_repository, tmp_path / "server.log", CONVBRIDGE_DEVICE="gpu")
     try:
         code = server.process.wait(timeout=120)
     finally:
@@ -233,8 +225,8 @@ def test_the_supervisor_exits_non_zero_when_the_executor_cannot_start(
     assert "the model executor could not start" in server.log()
 
 
-def test_one_process_mode_still_serves(gap_only: Path, tmp_path: Path, digits) -> None:
-    server = start_server(gap_only, tmp_path / "server.log", CONVBRIDGE_WORKERS="0")
+def test_one_process_mode_still_serves(gap_repository: Path, tmp_path: Path, digits) -> None:
+    server = start_server(gap_repository, tmp_path / "server.log", CONVBRIDGE_WORKERS="0")
     try:
         server.wait_ready()
         assert children(server, "service.executor") == []
@@ -250,10 +242,10 @@ def test_one_process_mode_still_serves(gap_only: Path, tmp_path: Path, digits) -
         assert server.stop() == 0
 
 
-def test_ready_means_every_front_end_serves(gap_only: Path, tmp_path: Path, digits) -> None:
+def test_ready_means_every_front_end_serves(gap_repository: Path, tmp_path: Path, digits) -> None:
     """A front end answers nothing before it has the executor's snapshot: the first requests
     after /readyz turns 200 are all served, whichever front end the kernel gives them to."""
-    server = start_server(gap_only, tmp_path / "server.log", CONVBRIDGE_WORKERS="2")
+    server = start_server(gap_repository, tmp_path / "server.log", CONVBRIDGE_WORKERS="2")
     try:
         server.wait_ready()
         png = digit_png(digits.test.images[0])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -26,27 +25,20 @@ from service.settings import Settings
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def repository(demo_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("engine")
-    shutil.copytree(demo_repository / "gap", root / "gap")
-    return root
-
-
-def _engine(repository: Path) -> tuple[Engine, Metrics]:
+def _engine(gap_repository: Path) -> tuple[Engine, Metrics]:
     # A queue of two images: two held places fill it.
-    settings = Settings(repository=repository, max_batch_size=2, max_queue_images=2)
+    settings = Settings(repository=gap_repository, max_batch_size=2, max_queue_images=2)
     metrics = Metrics(CollectorRegistry())
     return Engine(settings, metrics), metrics
 
 
-def test_the_engine_serves_through_leases(repository: Path, digits) -> None:
+def test_the_engine_serves_through_leases(gap_repository: Path, digits) -> None:
     images = digits.test.images[:2]
-    saved = tf.saved_model.load(str(repository / "gap" / "1"))
+    saved = tf.saved_model.load(str(gap_repository / "gap" / "1"))
     expected = saved.signatures[CLASSIFY](images=tf.constant(images))[PROBABILITIES].numpy()
 
     async def scenario() -> None:
-        engine, metrics = _engine(repository)
+        engine, metrics = _engine(gap_repository)
         assert engine.readiness().error == "starting" and not engine.knows("gap")
         with pytest.raises(ModelNotReadyError, match="starting"):
             engine.names()
@@ -81,9 +73,9 @@ def test_the_engine_serves_through_leases(repository: Path, digits) -> None:
     asyncio.run(scenario())
 
 
-def test_queue_places_are_held_until_the_lease_ends(repository: Path) -> None:
+def test_queue_places_are_held_until_the_lease_ends(gap_repository: Path) -> None:
     async def scenario() -> None:
-        engine, _ = _engine(repository)
+        engine, _ = _engine(gap_repository)
         await engine.start()
         first = await engine.reserve("gap", None, CLASSIFY).__aenter__()
         second = await engine.reserve("gap", None, CLASSIFY).__aenter__()

@@ -6,7 +6,6 @@ Both ends run in this test's event loop, joined by a real Unix socket and a real
 from __future__ import annotations
 
 import asyncio
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -30,13 +29,6 @@ from service.settings import Settings
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def repository(demo_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("remote")
-    shutil.copytree(demo_repository / "gap", root / "gap")
-    return root
-
-
 async def _until(predicate, seconds: float = 60) -> None:
     for _ in range(int(seconds * 20)):
         if predicate():
@@ -45,14 +37,14 @@ async def _until(predicate, seconds: float = 60) -> None:
     raise AssertionError("condition not met in time")
 
 
-def test_the_client_answers_like_the_engine(repository: Path, tmp_path: Path, digits) -> None:
+def test_the_client_answers_like_the_engine(gap_repository: Path, tmp_path: Path, digits) -> None:
     images = digits.test.images[:2]  # the queue below holds two
-    saved = tf.saved_model.load(str(repository / "gap" / "1"))
+    saved = tf.saved_model.load(str(gap_repository / "gap" / "1"))
     expected = saved.signatures[CLASSIFY](images=tf.constant(images))[PROBABILITIES].numpy()
     maps = {
         k: v.numpy() for k, v in saved.signatures[FEATURE_MAPS](images=tf.constant(images)).items()
     }
-    settings = Settings(repository=repository, max_batch_size=2, max_queue_images=2)
+    settings = Settings(repository=gap_repository, max_batch_size=2, max_queue_images=2)
 
     async def scenario() -> None:
         engine = Engine(settings, Metrics(CollectorRegistry(), http=False))
