@@ -10,8 +10,8 @@ from service.api.deps import ModelName, Version, app_context
 from service.api.openapi import ERRORS
 from service.api.outline import engine_errors
 from service.api.schemas import ModelDetail, ModelList
-from service.errors import not_found
 from service.inference import ModelStatus, VersionStatus
+from service.inference.errors import unknown_version
 from service.web.responses import OrjsonResponse
 
 router = APIRouter(tags=["native"])
@@ -38,8 +38,7 @@ async def get_model(request: Request, name: ModelName, version: Version = None) 
         newest = model.versions[-1].version if model.versions else None
         shown = version or model.served_version or newest
         if shown is None or model.version(shown) is None:
-            numbers = [v.version for v in model.versions]
-            raise not_found(f"model {name!r} has no version {shown}; versions: {numbers}")
+            raise unknown_version(name, shown, [v.version for v in model.versions])
         engine.read_card(name, shown)  # from disk when the version is not loaded
         model = engine.status(name)
     entry = model.version(shown)

@@ -20,8 +20,9 @@ from convbridge.layout import version_dir
 from service.executor.arena import Arena
 from service.executor.protocol import FrameProtocol, raise_error
 from service.executor.snapshot import Snapshot
-from service.inference import ModelInfo, ModelNotFoundError, ModelNotReadyError, Readiness
+from service.inference import ModelInfo, ModelNotReadyError, Readiness
 from service.inference.engine import STARTING
+from service.inference.errors import unknown_model, unknown_version
 from service.inference.status import ModelStatus
 from service.settings import Settings
 
@@ -150,13 +151,9 @@ class RemoteEngine:
         self._check_serving()
         status = self.snapshot.models.get(name)
         if status is None:
-            known = ", ".join(self.names()) or "none"
-            raise ModelNotFoundError(f"model {name!r} not found; available models: {known}")
+            raise unknown_model(name, self.names())
         if version is not None and status.version(version) is None:
-            numbers = [v.version for v in status.versions]
-            raise ModelNotFoundError(
-                f"model {name!r} has no version {version}; versions: {numbers}"
-            )
+            raise unknown_version(name, version, [v.version for v in status.versions])
         return status
 
     def read_card(self, name: str, version: int) -> ModelCard | None:
@@ -168,7 +165,7 @@ class RemoteEngine:
             card = read_card(version_dir(self.settings.repository, name, version))
         except CardError:
             return None
-        self.snapshot.card(name, version, card.to_dict())
+        self.snapshot.remember(name, version, card)
         return card
 
     async def model(self, name: str, version: int | None = None) -> ModelInfo:

@@ -57,6 +57,10 @@ class Snapshot:
             card = self._cards[(name, version)] = ModelCard.from_dict(data)
         return card
 
+    def remember(self, name: str, version: int, card: ModelCard) -> None:
+        """A card the front end read itself (a version not loaded): shown from now on."""
+        self._cards[(name, version)] = card
+
     def _model(self, item: dict[str, Any]) -> ModelStatus:
         name = item["name"]
         versions = tuple(

@@ -12,7 +12,12 @@ from pathlib import Path
 
 from convbridge.card import CardError, ModelCard, read_card
 from convbridge.layout import list_models, list_versions, version_dir
-from service.inference.errors import ModelLoadError, ModelNotFoundError, ModelNotReadyError
+from service.inference.errors import (
+    ModelLoadError,
+    ModelNotReadyError,
+    unknown_model,
+    unknown_version,
+)
 from service.inference.model import LoadedModel
 from service.inference.runtime import Runtime, release_memory
 from service.inference.status import ModelStatus, State, VersionStatus
@@ -150,12 +155,9 @@ class ModelCatalogue:
         """The versions of ``name``; ModelNotFoundError naming what exists otherwise."""
         versions = self._entries.get(name)
         if versions is None:
-            known = ", ".join(self.names()) or "none"
-            raise ModelNotFoundError(f"model {name!r} not found; available models: {known}")
+            raise unknown_model(name, self.names())
         if version is not None and version not in versions:
-            raise ModelNotFoundError(
-                f"model {name!r} has no version {version}; versions: {sorted(versions)}"
-            )
+            raise unknown_version(name, version, sorted(versions))
         return versions
 
     def served_version(self, name: str) -> int | None:

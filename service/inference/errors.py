@@ -15,6 +15,16 @@ class ModelNotFoundError(InferenceError, LookupError):
     """No such model, or no such version of it; the message names the ones that exist."""
 
 
+def unknown_model(name: str, known: list[str]) -> ModelNotFoundError:
+    return ModelNotFoundError(
+        f"model {name!r} not found; available models: {', '.join(known) or 'none'}"
+    )
+
+
+def unknown_version(name: str, version: int | None, versions: list[int]) -> ModelNotFoundError:
+    return ModelNotFoundError(f"model {name!r} has no version {version}; versions: {versions}")
+
+
 class ModelNotReadyError(InferenceError):
     """The model exists but cannot serve now: starting, loading, or failed to load."""
 
