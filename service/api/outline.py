@@ -39,11 +39,11 @@ from service.inference import (
     UnknownSignatureError,
 )
 from service.inference.interface import LeaseLike
+from service.metrics import STAGES
 from service.web.responses import server_timing
 
 T = TypeVar("T")
 TIMEOUT_HEADER = "X-Request-Timeout-Ms"
-STAGES = ("decode", "queue", "compute", "encode")
 
 
 class InferenceCall:

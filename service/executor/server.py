@@ -14,7 +14,7 @@ from prometheus_client import generate_latest
 from service.executor.arena import AttachedArena
 from service.executor.protocol import FrameProtocol, error_header, pack_arrays
 from service.executor.snapshot import encode_snapshot
-from service.inference import Engine, Lease, ModelNotReadyError
+from service.inference import Engine, InferenceError, Lease, ModelInfo, ModelNotReadyError
 
 log = logging.getLogger("convbridge.executor")
 
@@ -94,6 +94,8 @@ class _Connection:
         try:
             reply, data = await handler(header, payload)
         except Exception as error:  # every failure reaches its request
+            if not isinstance(error, InferenceError):  # a bug: its traceback belongs here
+                log.exception("%s failed in the executor", header["op"])
             if "id" in header:
                 self.protocol.send(error_header(header["id"], error))
             return
@@ -164,8 +166,8 @@ class _Connection:
             self.protocol.transport.close()
 
 
-def _describe(model: Any, with_card: bool) -> dict[str, Any]:
-    described = {"model": [model.name, model.version, model.device]}
+def _describe(model: ModelInfo, with_card: bool) -> dict[str, Any]:
+    described: dict[str, Any] = {"model": [model.name, model.version, model.device]}
     if with_card:
         described["card"] = model.card.to_dict()
     return described
