@@ -27,7 +27,14 @@ from starlette.responses import Response
 
 from service.api.deps import AppContext, app_context
 from service.api.uploads import Upload
-from service.codecs.images import DecodedImage, ImageError, decode_image
+from service.codecs.images import (
+    INLINE_PIXELS,
+    DecodedImage,
+    ImageError,
+    finish_decoding,
+    open_image,
+    pixel_count,
+)
 from service.errors import ApiError, bad_request, not_found, timed_out, unavailable
 from service.inference import (
     BatchSizeMismatchError,
@@ -99,34 +106,41 @@ class InferenceCall:
         return lease
 
     async def decode(self, uploads: list[Upload]) -> list[DecodedImage]:
-        """Decode every upload on the decoder threads; the batcher waits for the images."""
+        """Decode every upload; the batcher waits for the images.
+
+        Headers are read here (sizes are checked before any pixel is decoded). Small requests
+        are decoded on the event loop, as a trip to a thread would cost more than the work;
+        larger ones fan out on the decoder threads.
+        """
         lease = self._held()
         lease.expect(len(uploads))
         card = lease.model.card
         height, width, _ = card.input.shape
         limit = self.context.settings.max_image_pixels
-        loop = asyncio.get_running_loop()
         started = time.perf_counter()
-        jobs = [
-            loop.run_in_executor(
-                self.context.decoder,
-                decode_image,
-                upload.data,
-                (height, width),
-                card.input.channels,
-                limit,
-            )
-            for upload in uploads
+        opened = [
+            _image_error(index, upload, open_image, upload.data, limit)
+            for index, upload in enumerate(uploads)
         ]
-        results = await asyncio.gather(*jobs, return_exceptions=True)
-        for index, (result, upload) in enumerate(zip(results, uploads, strict=True)):
-            if isinstance(result, ImageError):
-                label = f"image {index}" + (f" ({upload.filename!r})" if upload.filename else "")
-                raise ApiError(result.status, f"{label}: {result}")
-            if isinstance(result, BaseException):
-                raise result
+        arguments = ((height, width), card.input.channels, limit)
+        if sum(pixel_count(image) for image in opened) <= INLINE_PIXELS:
+            decoded = [
+                _image_error(index, upload, finish_decoding, image, *arguments)
+                for index, (image, upload) in enumerate(zip(opened, uploads, strict=True))
+            ]
+        else:
+            loop = asyncio.get_running_loop()
+            jobs = [
+                loop.run_in_executor(self.context.decoder, finish_decoding, image, *arguments)
+                for image in opened
+            ]
+            results = await asyncio.gather(*jobs, return_exceptions=True)
+            decoded = [
+                _image_error(index, upload, _unwrap, result)
+                for index, (result, upload) in enumerate(zip(results, uploads, strict=True))
+            ]
         self._seconds["decode"] += time.perf_counter() - started
-        return list(results)  # type: ignore[arg-type]
+        return decoded
 
     async def parse(self, parser: Callable[..., T], *args: Any) -> T:
         """Turn a protocol body into arrays on the decoder threads, timed as decoding."""
@@ -186,6 +200,21 @@ class InferenceCall:
         """Count a request for a model that exists (unknown names would make labels unbounded)."""
         if self.context.engine.knows(self.name):
             self.context.metrics.requests.labels(self.name, self.endpoint, outcome_of(status)).inc()
+
+
+def _image_error(index: int, upload: Upload, function: Callable[..., T], *args: Any) -> T:
+    """``function(*args)``, with an ImageError as the status it stands for, naming the image."""
+    try:
+        return function(*args)
+    except ImageError as error:
+        label = f"image {index}" + (f" ({upload.filename!r})" if upload.filename else "")
+        raise ApiError(error.status, f"{label}: {error}") from None
+
+
+def _unwrap(result: T | BaseException) -> T:
+    if isinstance(result, BaseException):
+        raise result
+    return result
 
 
 @contextmanager
