@@ -1,7 +1,7 @@
 """The front end's engine: the same methods as the in-process Engine, served by the executor.
 
-Routers cannot tell the two apart. Statuses and readiness come from snapshots the executor
-pushes on every change, so they cost no round trip; a lease costs two (reserve, run). When the
+Routers cannot tell the two apart. Statuses, readiness and full queues come from what the
+executor pushes on every change, so they cost no round trip; a request costs one. When the
 executor is gone, everything under way fails at once with ModelNotReadyError (503 with
 Retry-After) and the client reconnects in the background.
 """
@@ -42,6 +42,8 @@ class RemoteEngine:
         self.socket_path = socket_path
         self.arena = Arena(arena_folder, settings.shm_bytes) if arena_folder else None
         self.snapshot = Snapshot()
+        # Queues (model, version, signature) the executor said are full: refused before reading.
+        self.full: set[tuple[str, int, str]] = set()
         self._protocol: FrameProtocol | None = None
         self._pending: dict[int, asyncio.Future[tuple[dict[str, Any], memoryview]]] = {}
         self._ids = itertools.count(1)
@@ -86,6 +88,7 @@ class RemoteEngine:
             try:
                 header, _ = await self._call(hello)
                 self.snapshot.update(header["snapshot"])
+                self.full = {(name, version, sig) for name, version, sig in header["full"]}
                 self._connected.set()
                 log.info("connected to the model executor")
             except ModelNotReadyError:
@@ -93,15 +96,29 @@ class RemoteEngine:
             await self._lost.wait()
 
     def _received(self, header: dict[str, Any], payload: memoryview) -> None:
-        if header.get("op") == "snapshot":
+        op = header.get("op")
+        if op == "pressure":
+            name, version, signature = header["queue"]
+            if header["full"]:
+                self.full.add((name, version, signature))
+            else:
+                self.full.discard((name, version, signature))
+            return
+        if op == "snapshot":
             self.snapshot.update(header["snapshot"])
+            self.full = {key for key in self.full if self._loaded(*key[:2])}
             return
         future = self._pending.pop(header["id"], None)
         if future is not None and not future.done():
             future.set_result((header, payload))
 
+    def _loaded(self, name: str, version: int) -> bool:
+        status = self.snapshot.models.get(name)
+        return status is not None and version in status.ready_versions
+
     def _connection_lost(self) -> None:
         self._protocol = None
+        self.full = set()
         self._connected.clear()
         self.snapshot.readiness = Readiness(False, {}, GONE)
         pending, self._pending = self._pending, {}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,7 @@ from prometheus_client import generate_latest
 from service.executor.arena import AttachedArena
 from service.executor.protocol import FrameProtocol, error_header, pack_arrays
 from service.executor.snapshot import encode_snapshot
-from service.inference import Engine, InferenceError, Lease, ModelInfo, ModelNotReadyError
+from service.inference import Engine, InferenceError, ModelInfo, ModelNotReadyError
 
 log = logging.getLogger("convbridge.executor")
 
@@ -28,7 +27,9 @@ class ExecutorServer:
         self.connections: set[_Connection] = set()
         self._server: asyncio.AbstractServer | None = None
         self._push_pending = False
+        self._full: set[tuple[str, int, str]] = set()
         engine.on_change = self._changed
+        engine.on_pressure = self._pressure
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -55,36 +56,51 @@ class ExecutorServer:
             self._push_pending = True
             asyncio.get_running_loop().call_soon(self._push)
 
+    def _loaded(self, name: str, version: int) -> bool:
+        try:
+            return version in self.engine.status(name).ready_versions
+        except InferenceError:
+            return False
+
+    def full(self) -> list[tuple[str, int, str]]:
+        """The queues (model, version, signature) that have no room for one more image."""
+        return sorted(self._full)
+
+    def _pressure(self, name: str, version: int, signature: str, full: bool) -> None:
+        """Tell the front ends at once: they refuse requests for a full queue before reading
+        their bodies (the queue itself still refuses what does not fit)."""
+        key = (name, version, signature)
+        if full:
+            self._full.add(key)
+        else:
+            self._full.discard(key)
+        header = {"op": "pressure", "queue": list(key), "full": full}
+        for connection in self.connections:
+            connection.protocol.send(header)
+
     def _push(self) -> None:
         self._push_pending = False
+        self._full = {key for key in self._full if self._loaded(*key[:2])}
         header = {"op": "snapshot", "snapshot": self.snapshot()}
         for connection in self.connections:
             connection.protocol.send(header)
 
 
 class _Connection:
-    """One front end: its arena, its leases, and the requests it has under way."""
+    """One front end: its arena, and the requests it has under way."""
 
     def __init__(self, server: ExecutorServer) -> None:
         self.server = server
         self.engine = server.engine
         self.protocol = FrameProtocol(self._received, self._lost)
         self.arena: AttachedArena | None = None
-        self.leases: dict[int, Lease] = {}
-        self._ids = itertools.count(1)
         self._tasks: set[asyncio.Task[None]] = set()
         server.connections.add(self)
 
     def _received(self, header: dict[str, Any], payload: memoryview) -> None:
-        op = header["op"]
-        if op == "expect":
-            lease = self.leases.get(header["lease"])
-            if lease is not None:
-                lease.expect(header["count"])
-            return
-        handler = getattr(self, f"_{op}", None)
+        handler = getattr(self, f"_{header['op']}", None)
         if handler is None:
-            log.error("unknown message %r from a front end", op)
+            log.error("unknown message %r from a front end", header["op"])
             return
         task = asyncio.get_running_loop().create_task(self._answer(handler, header, payload))
         self._tasks.add(task)
@@ -96,52 +112,56 @@ class _Connection:
         except Exception as error:  # every failure reaches its request
             if not isinstance(error, InferenceError):  # a bug: its traceback belongs here
                 log.exception("%s failed in the executor", header["op"])
-            if "id" in header:
-                self.protocol.send(error_header(header["id"], error))
+            self.protocol.send(error_header(header["id"], error))
             return
-        if reply is not None:
-            self.protocol.send({"id": header["id"], **reply}, data)
+        self.protocol.send({"id": header["id"], **reply}, data)
 
     async def _hello(self, header: dict[str, Any], _: memoryview) -> tuple[Any, bytes]:
         if header.get("arena"):
             self.arena = AttachedArena(header["arena"], header["size"])
-        return {"snapshot": self.server.snapshot()}, b""
+        return {"snapshot": self.server.snapshot(), "full": self.server.full()}, b""
 
-    async def _reserve(self, header: dict[str, Any], _: memoryview) -> tuple[Any, bytes]:
-        lease = self.engine.reserve(header["model"], header["version"], header["signature"])
-        await lease.__aenter__()
-        number = next(self._ids)
-        self.leases[number] = lease
-        return {"lease": number, **_describe(lease.model, header.get("card", False))}, b""
+    async def _infer(self, header: dict[str, Any], payload: memoryview) -> tuple[Any, bytes]:
+        """One request's images through one signature, from lookup to outputs in one message.
 
-    async def _run(self, header: dict[str, Any], payload: memoryview) -> tuple[Any, bytes]:
-        lease = self.leases.get(header["lease"])
-        if lease is None:  # reserved from an executor that has died since
-            raise ModelNotReadyError("the model executor restarted during the request; retry")
+        ``version`` is None unless the client named one: the served version answers, and the
+        reply carries its card when it is not the one the front end decoded for (``expect``,
+        replaced by a hot reload meanwhile).
+        """
+        name, signature = header["model"], header["signature"]
+        async with self.engine.reserve(name, header["version"], signature) as lease:
+            images = self._images(header, payload)
+            model = lease.model
+            if images.shape[1:] != model.card.input.shape:
+                raise ModelNotReadyError(
+                    f"model {name!r} changed to version {model.version}, which takes "
+                    f"{list(model.card.input.shape)} images, during the request; retry"
+                )
+            result = await lease.run(images, header["timeout"], signature)
         memory = self.arena.memory if self.arena is not None else None
-        block = self.arena.check(header["block"]) if self.arena is not None else None
+        specs, data = pack_arrays(result.outputs, memory, self._block(header))
+        stats = result.stats
+        reply = {
+            "outputs": specs,
+            "stats": [stats.queue_seconds, stats.compute_seconds, stats.batch_size],
+        }
+        if model.version != header["expect"]:
+            reply.update(_describe(model, True))
+        return reply, data
+
+    def _block(self, header: dict[str, Any]) -> tuple[int, int] | None:
+        return self.arena.check(header["block"]) if self.arena is not None else None
+
+    def _images(self, header: dict[str, Any], payload: memoryview) -> np.ndarray:
         shape, dtype = header["shape"], np.dtype(header["dtype"])
         count = int(np.prod(shape))
         if header["inline"]:
-            images = np.frombuffer(payload, dtype, count).reshape(shape)
-        else:
-            assert memory is not None and block is not None, "images in an arena never attached"
-            if count * dtype.itemsize > block[1]:
-                raise ValueError("the images do not fit the block they were sent in")
-            images = np.frombuffer(memory, dtype, count, block[0]).reshape(shape)
-        result = await lease.run(images, header["timeout"], header["signature"])
-        specs, data = pack_arrays(result.outputs, memory, block)
-        stats = result.stats
-        return {
-            "outputs": specs,
-            "stats": [stats.queue_seconds, stats.compute_seconds, stats.batch_size],
-        }, data
-
-    async def _release(self, header: dict[str, Any], _: memoryview) -> tuple[Any, bytes]:
-        lease = self.leases.pop(header["lease"], None)
-        if lease is not None:
-            await lease.__aexit__(None, None, None)
-        return None, b""
+            return np.frombuffer(payload, dtype, count).reshape(shape)
+        block = self._block(header)
+        assert self.arena is not None and block is not None, "images in an arena never attached"
+        if count * dtype.itemsize > block[1]:
+            raise ValueError("the images do not fit the block they were sent in")
+        return np.frombuffer(self.arena.memory, dtype, count, block[0]).reshape(shape)
 
     async def _model(self, header: dict[str, Any], _: memoryview) -> tuple[Any, bytes]:
         model = await self.engine.model(header["model"], header["version"])
@@ -151,13 +171,10 @@ class _Connection:
         return {}, generate_latest(self.engine.metrics.registry)
 
     def _lost(self) -> None:
-        """The front end is gone: its requests stop waiting and its leases are given back."""
+        """The front end is gone: its requests stop waiting, which gives their leases back."""
         self.server.connections.discard(self)
         for task in self._tasks:
             task.cancel()
-        leases, self.leases = self.leases, {}
-        for lease in leases.values():
-            asyncio.get_running_loop().create_task(lease.__aexit__(None, None, None))
         if self.arena is not None:
             self.arena.close()
 

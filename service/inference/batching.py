@@ -11,7 +11,7 @@ from concurrent.futures import Executor
 import numpy as np
 
 from service.inference.batch import BatchStats, Item, Outputs, Ticket, check_rows, join
-from service.inference.errors import DeadlineExceededError, QueueFullError
+from service.inference.errors import DeadlineExceededError, QueueFullError, queue_full
 
 RunBatch = Callable[[np.ndarray], Outputs]
 
@@ -27,7 +27,8 @@ class Batcher:
     an exception raised by ``run_batch`` reaches every item of its batch; items whose deadline
     passed before their batch started get DeadlineExceededError and are not computed. Up to
     ``concurrency`` batches run at once (TF Serving's num_batch_threads): a second batch fills
-    the cores while the first is in a step that uses only one.
+    the cores while the first is in a step that uses only one. ``on_depth`` gets the queued
+    images whenever they, or the places tickets hold (:attr:`pending`), change.
     """
 
     def __init__(
@@ -66,6 +67,11 @@ class Batcher:
     def queued_images(self) -> int:
         return self._queued_images
 
+    @property
+    def pending(self) -> int:
+        """Images queued, and places held for requests whose images are on their way."""
+        return self._queued_images + self._announced
+
     def reserve(self) -> Ticket:
         """A place for one request, or QueueFullError at once when the queue is full.
 
@@ -75,17 +81,16 @@ class Batcher:
         """
         if self._closed:
             raise QueueFullError("the batcher is shutting down")
-        pending = self._queued_images + self._announced
-        if pending >= self.max_queue:
-            raise QueueFullError(
-                f"{pending} images are queued or on their way; the limit is {self.max_queue}"
-            )
+        if self.pending >= self.max_queue:
+            raise queue_full(self.pending, self.max_queue)
         self._announced += 1
+        self._on_depth(self._queued_images)
         return Ticket(self)
 
     def _announce(self, change: int) -> None:
         """Tickets' announced images changed by ``change`` (negative: fewer are coming)."""
         self._announced = max(0, self._announced + change)
+        self._on_depth(self._queued_images)
         if change < 0:
             self._arrived.set()  # a waiting batch may not need to wait any longer
 

@@ -20,7 +20,7 @@ from service.inference.errors import (
 )
 from service.inference.model import LoadedModel
 from service.inference.runtime import Runtime, release_memory
-from service.inference.status import ModelStatus, State, VersionStatus
+from service.inference.status import ModelStatus, State, VersionStatus, not_serving
 from service.metrics import Metrics
 from service.settings import Settings
 
@@ -47,6 +47,8 @@ class ModelCatalogue:
         self.initial_load_done = False
         # Called after every change a snapshot would show (states, versions, cards).
         self.on_change: Callable[[], None] = lambda: None
+        # Called when a loaded version's queue fills up or has room again (see LoadedModel).
+        self.on_pressure: Callable[[str, int, str, bool], None] = lambda *pressure: None
 
     def names(self) -> list[str]:
         return sorted(self._entries)
@@ -105,6 +107,7 @@ class ModelCatalogue:
             self.on_change()
             log.error("model %s version %s failed to load: %s", *labels, reason)
             raise ModelLoadError(reason) from error
+        model.on_pressure = lambda signature, full: self.on_pressure(name, version, signature, full)
         model.start()
         seconds = round(time.perf_counter() - started, 3)
         entry.model = model
@@ -132,13 +135,7 @@ class ModelCatalogue:
             served = self.served_version(name)
             if served is not None:
                 return versions[served].model  # type: ignore[return-value]
-            if not versions:
-                raise ModelNotReadyError(f"model {name!r} has no versions in the repository")
-            newest = versions[max(versions)].status
-            reason = f": {newest.error}" if newest.error else ""
-            raise ModelNotReadyError(
-                f"model {name!r} version {newest.version} is {newest.state.value}{reason}"
-            )
+            raise not_serving(self.status(name))
         status = versions[version].status
         if status.state is State.FAILED:
             raise ModelNotReadyError(

@@ -39,6 +39,8 @@ class Engine:
         self._startup_error: str | None = None
         # Called whenever readiness or a model's status changes (the executor tells front ends).
         self.on_change: Callable[[], None] = lambda: None
+        # Called when a queue fills up or has room again: (model, version, signature, full).
+        self.on_pressure: Callable[[str, int, str, bool], None] = lambda *pressure: None
 
     async def start(self) -> None:
         """Configure TensorFlow, load every model, then poll for new versions when asked to.
@@ -53,6 +55,7 @@ class Engine:
             freeze_startup_heap()
             catalogue = ModelCatalogue(self.settings, self.metrics, self._runtime)
             catalogue.on_change = lambda: self.on_change()
+            catalogue.on_pressure = lambda *pressure: self.on_pressure(*pressure)
             self._catalogue = catalogue
             await catalogue.load_initial()
             if self.settings.poll_interval_s > 0:

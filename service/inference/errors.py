@@ -37,8 +37,21 @@ class UnknownSignatureError(InferenceError, LookupError):
     """The model version does not offer the signature asked for."""
 
 
+def unknown_signature(
+    name: str, version: int, signature: str, offered: list[str]
+) -> UnknownSignatureError:
+    return UnknownSignatureError(
+        f"model {name!r} version {version} has no signature {signature!r}; "
+        f"it offers {', '.join(offered)}"
+    )
+
+
 class QueueFullError(InferenceError):
     """The queue holds ``max_queue`` images already; the caller should retry later."""
+
+
+def queue_full(pending: int, limit: int) -> QueueFullError:
+    return QueueFullError(f"{pending} images are queued or on their way; the limit is {limit}")
 
 
 class DeadlineExceededError(InferenceError):

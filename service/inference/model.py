@@ -6,6 +6,7 @@ import asyncio
 import bisect
 import functools
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ import numpy as np
 
 from convbridge.card import ModelCard
 from service.inference.batching import Batcher
-from service.inference.errors import ModelLoadError, UnknownSignatureError
+from service.inference.errors import ModelLoadError, unknown_signature
 from service.inference.runtime import Runtime
 from service.inference.signatures import check_signatures, served_signatures
 from service.metrics import Metrics
@@ -50,6 +51,9 @@ class LoadedModel:
             settings.batch_threads, thread_name_prefix=f"infer-{card.name}-{card.version}"
         )
         self._batchers: dict[str, Batcher] = {}
+        self._full: set[str] = set()
+        # Called when a signature's queue fills up (True) and when it has room again (False).
+        self.on_pressure: Callable[[str, bool], None] = lambda signature, full: None
         self._leases = 0
         self._settings = settings
         self._metrics = metrics
@@ -110,7 +114,7 @@ class LoadedModel:
                 max_delay=self._settings.max_delay_ms / 1000.0,
                 max_queue=self._settings.max_queue_images,
                 on_batch=self._metrics.batch_size.labels(*labels).observe,
-                on_depth=self._report_depth,
+                on_depth=functools.partial(self._report_depth, signature),
                 concurrency=self._settings.batch_threads,
             )
             self._batchers[signature] = batcher
@@ -121,14 +125,26 @@ class LoadedModel:
         try:
             return self._batchers[signature]
         except KeyError:
-            raise UnknownSignatureError(
-                f"model {self.name!r} version {self.version} has no signature {signature!r}; "
-                f"it offers {', '.join(self._batchers)}"
+            raise unknown_signature(
+                self.name, self.version, signature, list(self._batchers)
             ) from None
 
-    def _report_depth(self, _: int) -> None:
+    def _report_depth(self, signature: str, _: int) -> None:
         depth = sum(batcher.queued_images for batcher in self._batchers.values())
         self._metrics.queue_depth.labels(self.name, str(self.version)).set(depth)
+        batcher = self._batchers.get(signature)
+        if batcher is None:
+            return
+        # Full when no image fits; room again once a whole batch has left (no flapping).
+        if batcher.pending >= batcher.max_queue:
+            full = True
+        elif batcher.pending <= batcher.max_queue - batcher.max_batch_size:
+            full = False
+        else:
+            return
+        if full != (signature in self._full):
+            self._full.symmetric_difference_update({signature})
+            self.on_pressure(signature, full)
 
     def acquire(self) -> None:
         """A request starts using this version: it stays loaded until :meth:`release`."""

@@ -13,6 +13,7 @@ import numpy as np
 
 from convbridge.card import ModelCard
 from service.inference.batch import BatchStats
+from service.inference.errors import ModelNotReadyError
 
 
 class State(enum.StrEnum):
@@ -44,6 +45,17 @@ class ModelStatus:
     @property
     def ready_versions(self) -> list[int]:
         return [v.version for v in self.versions if v.state is State.READY]
+
+
+def not_serving(status: ModelStatus) -> ModelNotReadyError:
+    """Why a model with no ready version cannot serve a request that names no version."""
+    if not status.versions:
+        return ModelNotReadyError(f"model {status.name!r} has no versions in the repository")
+    newest = status.versions[-1]
+    reason = f": {newest.error}" if newest.error else ""
+    return ModelNotReadyError(
+        f"model {status.name!r} version {newest.version} is {newest.state.value}{reason}"
+    )
 
 
 @dataclass(frozen=True)

@@ -76,9 +76,13 @@ def test_the_engine_serves_through_leases(gap_repository: Path, digits) -> None:
 def test_queue_places_are_held_until_the_lease_ends(gap_repository: Path) -> None:
     async def scenario() -> None:
         engine, _ = _engine(gap_repository)
+        pressure: list[tuple[str, int, str, bool]] = []
+        engine.on_pressure = lambda *change: pressure.append(change)
         await engine.start()
         first = await engine.reserve("gap", None, CLASSIFY).__aenter__()
+        assert pressure == []
         second = await engine.reserve("gap", None, CLASSIFY).__aenter__()
+        assert pressure == [("gap", 1, CLASSIFY, True)]  # the executor tells front ends
         with pytest.raises(QueueFullError, match="2 images are queued or on their way"):
             await engine.reserve("gap", None, CLASSIFY).__aenter__()
         # The feature-map queue is another queue: it still has room.
@@ -91,7 +95,9 @@ def test_queue_places_are_held_until_the_lease_ends(gap_repository: Path) -> Non
                 raise RuntimeError("decoding failed")  # the place is given back all the same
         async with engine.reserve("gap", None, CLASSIFY):
             pass
+        assert pressure == [("gap", 1, CLASSIFY, True)]  # room for one: not a whole batch
         await second.__aexit__(None, None, None)
+        assert pressure[1:] == [("gap", 1, CLASSIFY, False)]
         with pytest.raises(UnknownSignatureError, match="offers serving_default, feature_maps"):
             await engine.reserve("gap", None, "explain").__aenter__()
         async with (
