@@ -14,6 +14,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from service.api import ROUTERS
 from service.api.deps import AppContext
 from service.api.explorer import static_files
+from service.api.hot_path import ClassifyHotPath
 from service.codecs.images import warm_up_decoder
 from service.inference import Engine, EngineLike
 from service.inference.runtime import Runtime
@@ -63,6 +64,8 @@ def create_app(
     )
     app.state.convbridge = AppContext(settings, metrics, engine)
     install_error_handlers(app)
+    # Innermost: the classify route's shortcut past the router (see hot_path.py).
+    app.add_middleware(ClassifyHotPath)
     # Added first, so it runs inside CORS: preflight requests carry no token.
     if settings.api_token is not None:
         app.add_middleware(BearerTokenMiddleware, token=settings.api_token.get_secret_value())

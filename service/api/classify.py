@@ -18,6 +18,7 @@ from service.codecs import scores
 from service.web.responses import OrjsonResponse, milliseconds
 
 router = APIRouter(tags=["native"])
+DEFAULT_TOP_K, MAX_TOP_K = 5, 1000
 
 
 @router.post(
@@ -31,7 +32,9 @@ async def classify(
     request: Request,
     name: ModelName,
     version: Version = None,
-    top_k: int = Query(5, ge=1, le=1000, description="scores per image, best first"),
+    top_k: int = Query(
+        DEFAULT_TOP_K, ge=1, le=MAX_TOP_K, description="scores per image, best first"
+    ),
 ) -> Response:
     """Send a raw image body (`Content-Type: image/png`...) or multipart `images` files."""
     async with InferenceCall(request, name, "classify") as call:

@@ -15,13 +15,13 @@ log = logging.getLogger("convbridge.errors")
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    app.add_exception_handler(ApiError, _api_error)  # type: ignore[arg-type]
+    app.add_exception_handler(ApiError, api_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(HTTPException, _http_error)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, _unexpected)
 
 
-async def _api_error(request: Request, error: ApiError) -> OrjsonResponse:
+async def api_error(request: Request, error: ApiError) -> OrjsonResponse:
     if error.status >= 500 and error.status not in (503, 504):
         log.error("%s %s: %s", request.method, request.url.path, error.message)
     return OrjsonResponse(error.body(), status_code=error.status, headers=error.headers)
