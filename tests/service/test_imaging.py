@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from PIL import Image
+from PIL.PngImagePlugin import PngInfo
 
 from service.codecs.images import ImageError, decode_image
 from tests.images import bomb_png, encode
@@ -65,12 +66,24 @@ def test_cmyk_jpeg_becomes_rgb() -> None:
     assert red > 200 and green < 60 and blue < 60
 
 
-def test_exif_orientation_is_applied() -> None:
+def _sideways(fmt: str, how: str) -> bytes:
+    """A 40x20 picture, left half white, stored to be shown rotated 90 degrees clockwise."""
     image = Image.new("L", (40, 20), 0)
-    image.paste(255, (0, 0, 20, 20))  # left half white
+    image.paste(255, (0, 0, 20, 20))
+    if how == "xmp":  # Adobe's XMP packet, in a PNG text chunk
+        text = PngInfo()
+        orientation = '<x:xmpmeta><rdf:Description tiff:Orientation="6"/></x:xmpmeta>'
+        text.add_itxt("XML:com.adobe.xmp", orientation)
+        return encode(image, fmt, pnginfo=text)
     exif = Image.Exif()
-    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
-    decoded = decode_image(encode(image, "JPEG", exif=exif.tobytes()), (40, 20), "L", LIMIT)
+    exif[0x0112] = 6
+    return encode(image, fmt, exif=exif.tobytes())
+
+
+# PNG orientations are checked too: the decoder skips the EXIF step when no source is present.
+@pytest.mark.parametrize(("fmt", "how"), [("JPEG", "exif"), ("PNG", "exif"), ("PNG", "xmp")])
+def test_exif_orientation_is_applied(fmt: str, how: str) -> None:
+    decoded = decode_image(_sideways(fmt, how), (40, 20), "L", LIMIT)
     # After rotation the picture is 20 wide and 40 tall, white on top.
     assert decoded.original_size == (20, 40)
     top, bottom = decoded.pixels[:20].mean(), decoded.pixels[20:].mean()
