@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from convbridge.card import CardError, ModelCard, read_card
 from convbridge.layout import version_dir
 from service.executor.arena import Arena
+from service.executor.gathering import Gatherer
 from service.executor.protocol import FrameProtocol, raise_error
 from service.executor.snapshot import Snapshot
 from service.inference import ModelInfo, ModelNotReadyError, Readiness
@@ -41,6 +42,7 @@ class RemoteEngine:
         self.settings = settings
         self.socket_path = socket_path
         self.arena = Arena(arena_folder, settings.shm_bytes) if arena_folder else None
+        self.gatherer = Gatherer(self, settings.max_batch_size)
         self.snapshot = Snapshot()
         # Queues (model, version, signature) the executor said are full: refused before reading.
         self.full: set[tuple[str, int, str]] = set()

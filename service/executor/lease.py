@@ -2,7 +2,8 @@
 
 Everything before the run is answered from the executor's snapshot, without a round trip: the
 model and version exist and serve, the signature is offered, the queue has room. The run is
-one message each way; the images and outputs travel through the arena.
+one message each way, shared with the requests for the same queue that reached it in the same
+turn of the event loop (gathering.py); images and outputs travel through the arena.
 """
 
 from __future__ import annotations
@@ -12,9 +13,7 @@ import numpy as np
 from convbridge.card import ModelCard
 from convbridge.signatures import CLASSIFY, FEATURE_MAPS, SIGNATURES
 from service.executor.client import RemoteEngine
-from service.executor.protocol import unpack_arrays
 from service.inference import ModelInfo, Result, State
-from service.inference.batch import BatchStats
 from service.inference.errors import queue_full, unknown_signature
 from service.inference.status import not_serving
 
@@ -33,7 +32,6 @@ class RemoteLease:
     def __init__(self, engine: RemoteEngine, name: str, version: int | None, signature: str):
         self._engine = engine
         self._name, self._version, self._signature = name, version, signature
-        self._blocks: list[tuple[int, int]] = []
         self.model: ModelInfo
 
     async def __aenter__(self) -> RemoteLease:
@@ -66,51 +64,28 @@ class RemoteLease:
         signature = signature or self._signature
         if signature != self._signature:
             self._check(signature)
-        engine, arena = self._engine, self._engine.arena
-        images = np.ascontiguousarray(images)
-        size = max(images.nbytes, _output_bytes(self.model.card, signature, len(images)))
-        block = arena.allocate(size) if arena is not None else None
-        header = {
-            "op": "infer",
-            "model": self._name,
-            "version": self._version,
-            "expect": self.model.version,
-            "signature": signature,
-            "timeout": timeout,
-            "shape": list(images.shape),
-            "dtype": images.dtype.str,
-            "block": list(block) if block is not None else None,
-            "inline": block is None,
-        }
-        payload: bytes | memoryview = b""
-        if block is not None and arena is not None:
-            self._blocks.append(block)
-            target = np.frombuffer(arena.memory, images.dtype, images.size, block[0])
-            target[:] = images.ravel()
-        else:
-            payload = images.data.cast("B")
-        # The executor answers within the deadline (or not at all: it then drops the work, so
-        # nothing writes into the block once it is freed); the margin covers the trip back.
-        reply, data = await engine._call(header, payload, timeout=timeout + 1.0)
+        key = (
+            self._name,
+            self._version,
+            self.model.version,
+            signature,
+            images.shape[1:],
+            images.dtype.str,
+        )
+        per_image = _output_bytes(self.model.card, signature)
+        outputs, stats, reply = await self._engine.gatherer.infer(key, images, timeout, per_image)
         if "model" in reply:  # a hot reload replaced the version between lookup and run
-            self.model = engine._info(reply)
-        memory = arena.memory if arena is not None else None
-        outputs = unpack_arrays(reply["outputs"], memory, data)
-        queue, compute, batch = reply["stats"]
-        return Result(outputs, BatchStats(queue, compute, int(batch)))
+            self.model = self._engine._info(reply)
+        return Result(outputs, stats)
 
     async def __aexit__(self, *exc_info: object) -> None:
-        arena = self._engine.arena
-        if arena is not None:
-            for block in self._blocks:
-                arena.free(block)
-        self._blocks.clear()
+        """Nothing is held: the run's arena block is freed when its answer arrives."""
 
 
-def _output_bytes(card: ModelCard, signature: str, count: int) -> int:
-    """Room for the outputs of ``signature`` (float32, as the model card describes them)."""
+def _output_bytes(card: ModelCard, signature: str) -> int:
+    """Room for one image's outputs of ``signature`` (float32, as the card describes them)."""
     if signature == CLASSIFY:
-        return count * len(card.classes) * 4
+        return len(card.classes) * 4
     if signature == FEATURE_MAPS:
-        return count * sum(int(np.prod(layer.shape)) for layer in card.layers) * 4
+        return sum(int(np.prod(layer.shape)) for layer in card.layers) * 4
     return 0

@@ -91,6 +91,17 @@ def test_the_client_answers_like_the_engine(gap_repository: Path, tmp_path: Path
         with pytest.raises(UnknownSignatureError, match="offers serving_default, feature_maps"):
             await client.reserve("gap", None, "explain").__aenter__()
 
+        # Runs asked in one turn of the loop travel as one message; each gets its own rows.
+        async def one(rows: slice) -> np.ndarray:
+            async with client.reserve("gap", None, CLASSIFY) as lease:
+                result = await lease.run(images[rows], timeout=10)
+            assert result.stats.batch_size == 2
+            return result.outputs[PROBABILITIES]
+
+        first, second = await asyncio.gather(one(slice(0, 1)), one(slice(1, 2)))
+        np.testing.assert_allclose(np.concatenate([first, second]), expected, atol=1e-6)
+        assert client.arena is not None and client.arena.free_bytes == client.arena.size
+
         metrics = (await client.metrics_text()).decode()
         assert 'convbridge_batch_size_count{model="gap",version="1"}' in metrics
         assert "convbridge_http_request_duration_seconds" not in metrics  # front ends' own

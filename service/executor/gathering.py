@@ -1,0 +1,141 @@
+"""Requests for the same queue, gathered in one turn of a front end's event loop, sent as one.
+
+Under load, a front end reaches the model call for several requests in one turn of its loop
+(their bodies arrived in the same read of the sockets). Each message costs the executor's
+event loop about as much as the images in it, so they travel together: one message, one lease
+and one queue item in the executor, one reply, whose rows go back to their requests. A lone
+request is sent alone, in the same turn it asked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from service.executor.protocol import unpack_arrays
+from service.inference.batch import BatchStats
+
+if TYPE_CHECKING:
+    from service.executor.client import RemoteEngine
+
+# (model, version asked, version expected, signature, image shape, dtype)
+Key = tuple[str, int | None, int, str, tuple[int, ...], str]
+Answer = tuple[dict[str, np.ndarray], BatchStats, dict[str, Any]]
+
+
+@dataclass
+class _Part:
+    images: np.ndarray
+    timeout: float
+    future: asyncio.Future[Answer]
+
+
+@dataclass
+class _Group:
+    key: Key
+    output_bytes: int  # per image
+    parts: list[_Part] = field(default_factory=list)
+    images: int = 0
+
+
+class Gatherer:
+    """Gather :meth:`infer` calls per queue until the loop turns, then send each group."""
+
+    def __init__(self, engine: RemoteEngine, max_images: int) -> None:
+        self._engine = engine
+        self._max_images = max_images  # a group never grows past one full batch
+        self._open: dict[Key, _Group] = {}
+        self._ready: list[_Group] = []
+        self._scheduled = False
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def infer(
+        self, key: Key, images: np.ndarray, timeout: float, output_bytes: int
+    ) -> Answer:
+        """Outputs for ``images`` (rows in order), the batch's stats, and the reply's header.
+
+        The wait ends at ``timeout`` plus a margin for the trip back: the executor answers
+        within its deadline or drops the work.
+        """
+        group = self._open.get(key)
+        if group is None or group.images + len(images) > self._max_images:
+            group = self._open[key] = _Group(key, output_bytes)
+            self._ready.append(group)
+        loop = asyncio.get_running_loop()
+        part = _Part(images, timeout, loop.create_future())
+        group.parts.append(part)
+        group.images += len(images)
+        if not self._scheduled:
+            self._scheduled = True
+            loop.call_soon(self._send_all)
+        return await asyncio.wait_for(part.future, timeout + 1.0)
+
+    def _send_all(self) -> None:
+        groups, self._ready, self._open, self._scheduled = self._ready, [], {}, False
+        for group in groups:
+            task = asyncio.get_running_loop().create_task(self._send(group))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _send(self, group: _Group) -> None:
+        parts = [part for part in group.parts if not part.future.done()]
+        if not parts:
+            return
+        try:
+            answers = await self._call(group, parts)
+        except Exception as error:  # every request of the group learns of it
+            for part in parts:
+                if not part.future.done():
+                    part.future.set_exception(error)
+            return
+        for part, answer in zip(parts, answers, strict=True):
+            if not part.future.done():
+                part.future.set_result(answer)
+
+    async def _call(self, group: _Group, parts: list[_Part]) -> list[Answer]:
+        engine, arena = self._engine, self._engine.arena
+        name, version, expect, signature, _, _ = group.key
+        images = parts[0].images if len(parts) == 1 else np.concatenate([p.images for p in parts])
+        images = np.ascontiguousarray(images)
+        size = max(images.nbytes, group.output_bytes * len(images))
+        block = arena.allocate(size) if arena is not None else None
+        timeout = max(part.timeout for part in parts)
+        header = {
+            "op": "infer",
+            "model": name,
+            "version": version,
+            "expect": expect,
+            "signature": signature,
+            "timeout": timeout,
+            "shape": list(images.shape),
+            "dtype": images.dtype.str,
+            "block": list(block) if block is not None else None,
+            "inline": block is None,
+        }
+        payload: bytes | memoryview = b""
+        try:
+            if block is not None and arena is not None:
+                target = np.frombuffer(arena.memory, images.dtype, images.size, block[0])
+                target[:] = images.ravel()
+            else:
+                payload = images.data.cast("B")
+            reply, data = await engine._call(header, payload, timeout=timeout + 1.0)
+            memory = arena.memory if arena is not None else None
+            outputs = unpack_arrays(reply["outputs"], memory, data)
+            queue, compute, batch = reply["stats"]
+            stats = BatchStats(queue, compute, int(batch))
+            answers = []
+            start = 0
+            for part in parts:  # copies: the block is freed below
+                rows = slice(start, start + len(part.images))
+                start = rows.stop
+                answers.append(({k: v[rows].copy() for k, v in outputs.items()}, stats, reply))
+            return answers
+        finally:
+            # Freed once answered or timed out: the executor writes into a block only before
+            # its reply, and never after the deadline it was given.
+            if block is not None and arena is not None:
+                arena.free(block)
