@@ -37,7 +37,7 @@ class Settings(BaseSettings):
         ge=0,
         le=64,
         description="HTTP front-end processes feeding one model executor; 0: everything in one "
-        "process (for debugging); default: one per core but one (the executor's)",
+        "process (for debugging); default: one per core",
     )
     shm_bytes: int = Field(
         64 * 1024 * 1024,
@@ -103,14 +103,15 @@ class Settings(BaseSettings):
     def front_ends(self) -> int:
         """How many front-end processes to run; 0 means one process for everything.
 
-        By default one per core, but one: the executor's event loop needs a core of its own.
-        Measured on two cores with a light model (gap, c=64): one front end 3,128 req/s, two
-        2,869 (three processes then share two cores). On a GPU machine the front ends are
-        what keeps the device fed: see the README for sizing.
+        By default one per core. On two cores, one front end answers a light model (gap, c=64)
+        9% faster than two (3,128 against 2,869 req/s: three processes share two cores), but
+        under overload the HTTP side is the bottleneck and two refuse twice as fast: at four
+        times capacity, with one front end some clients waited over 30 s for their 503.
+        On a GPU machine the front ends are what keeps the device fed: see the README.
         """
         if self.workers is not None:
             return self.workers
-        return max(1, (os.cpu_count() or 1) - 1)
+        return max(1, os.cpu_count() or 1)
 
     def check_repository(self) -> None:
         """Raise ValueError unless the repository folder exists."""

@@ -250,12 +250,13 @@ def test_ready_means_every_front_end_serves(gap_repository: Path, tmp_path: Path
         server.wait_ready()
         png = digit_png(digits.test.images[0])
         with fresh_client(server) as client:
-            statuses = Counter(
+            answers = [
                 client.post(
                     "/models/gap/classify", content=png, headers={"Content-Type": "image/png"}
-                ).status_code
+                )
                 for _ in range(40)
-            )
-        assert statuses == {200: 40}
+            ]
+        statuses = Counter(answer.status_code for answer in answers)
+        assert statuses == {200: 40}, [a.text for a in answers if a.status_code != 200]
     finally:
         server.stop()
