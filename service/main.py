@@ -35,6 +35,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         context.decoder.submit(int)
     # Models load in the background, so /healthz answers at once and /readyz reports progress.
     starting = asyncio.create_task(context.engine.start(), name="load-models")
+    await context.engine.attached()  # a front end: the executor's first snapshot
     try:
         yield
     finally:

@@ -54,13 +54,17 @@ class RemoteEngine:
         self._connected = asyncio.Event()
 
     async def start(self) -> None:
-        """Connect, and wait (a little) for the executor's first snapshot.
-
-        The app's start-up waits for this, and uvicorn answers nothing before it: without it,
-        a front end that has just started would refuse requests with 503 while its siblings
-        already say ready. An executor away for longer is waited for in the background.
-        """
+        """Connect to the executor, and stay connected (reconnecting) in the background."""
         self._connector = asyncio.create_task(self._stay_connected(), name="executor")
+
+    async def attached(self) -> None:
+        """Wait (a little) for the executor's first snapshot.
+
+        The app's start-up waits for this, and uvicorn accepts no connection before it (they
+        wait in the listening socket's backlog): without it, a front end that has just started
+        would refuse requests with 503 while its siblings already say ready. An executor away
+        for longer is waited for in the background.
+        """
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._connected.wait(), CONNECT_WAIT_S)
 

@@ -71,6 +71,9 @@ class Engine:
             log.exception("start-up failed")
             self.on_change()
 
+    async def attached(self) -> None:
+        """Ready to answer status questions (not necessarily to serve): at once in process."""
+
     async def close(self) -> None:
         """Stop polling and let every queued request finish."""
         if self._reloader is not None:
