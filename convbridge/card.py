@@ -92,6 +92,8 @@ class ModelCard:
     keras_version: str
     created: str
     signatures: tuple[str, ...] = SIGNATURES
+    # The layer whose maps the explain signature weighs; None: exported without explain.
+    explain_layer: str | None = None
     format: int = CARD_FORMAT
     extra: dict[str, Any] = field(default_factory=dict)
 

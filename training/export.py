@@ -23,8 +23,17 @@ from convbridge.card import (
     write_card,
 )
 from convbridge.layout import TEMPORARY_PREFIX, next_version, validate_model_name
-from convbridge.signatures import CLASSIFY, FEATURE_MAPS, INPUT, PROBABILITIES
+from convbridge.signatures import (
+    CLASS_INDEX,
+    CLASSIFY,
+    EXPLAIN,
+    FEATURE_MAPS,
+    INPUT,
+    PROBABILITIES,
+    SIGNATURES,
+)
 from training.data import Dataset
+from training.explain import check_explanations, explain_function, explained_layer
 from training.train import TrainConfig, TrainResult, predict_probabilities
 from training.variants import exposed_layers, get_variant
 
@@ -86,11 +95,13 @@ def make_card(name: str, dataset: Dataset, config: TrainConfig, result: TrainRes
         tensorflow_version=tf.__version__,
         keras_version=keras.__version__,
         created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        signatures=(*SIGNATURES, EXPLAIN),
+        explain_layer=explained_layer(model),
     )
 
 
 def build_archive(model: keras.Model, card: ModelCard) -> keras.export.ExportArchive:
-    """An ExportArchive with the serving_default and feature_maps signatures of DESIGN.md."""
+    """An ExportArchive with the serving_default, feature_maps and explain signatures."""
     feature_model = keras.Model(
         model.inputs, {layer.name: model.get_layer(layer.name).output for layer in card.layers}
     )
@@ -107,6 +118,11 @@ def build_archive(model: keras.Model, card: ModelCard) -> keras.export.ExportArc
     archive.track(feature_model)
     archive.add_endpoint(CLASSIFY, classify, input_signature=[spec])
     archive.add_endpoint(FEATURE_MAPS, feature_maps, input_signature=[spec])
+    height, width, _ = card.input.shape
+    explain, explainer = explain_function(model, height, width)
+    archive.track(explainer)
+    classes = tf.TensorSpec([None], tf.int32, name=CLASS_INDEX)
+    archive.add_endpoint(EXPLAIN, explain, input_signature=[spec, classes])
     return archive
 
 
@@ -142,6 +158,10 @@ def verify_export(path: Path, model: keras.Model, card: ModelCard, sample: np.nd
     for layer in card.layers:
         if tuple(maps[layer.name].shape[1:]) != layer.shape:
             raise ExportError(f"layer {layer.name}: {maps[layer.name].shape[1:]} != {layer.shape}")
+    try:
+        check_explanations(loaded.signatures[EXPLAIN], model, sample, expected)
+    except ValueError as error:
+        raise ExportError(f"explain: {error}") from None
 
 
 def _publish(staging: Path, model_dir: Path, card: ModelCard) -> Path:

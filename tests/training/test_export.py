@@ -101,6 +101,7 @@ def test_saved_model_cli_lists_both_signatures(exported) -> None:
     assert shown.returncode == 0, shown.stderr
     assert "signature_def['serving_default']" in shown.stdout
     assert "signature_def['feature_maps']" in shown.stdout
+    assert "signature_def['explain']" in shown.stdout and "inputs['class_index']" in shown.stdout
     assert "inputs['images']" in shown.stdout
     assert "outputs['probabilities']" in shown.stdout
     assert "outputs['conv3']" in shown.stdout and "outputs['bridge']" in shown.stdout
@@ -206,3 +207,60 @@ def test_missing_and_unreadable_cards(tmp_path) -> None:
     (tmp_path / "assets.extra" / "model_card.json").write_text("{not json")
     with pytest.raises(CardError, match="unreadable"):
         read_card(tmp_path)
+
+
+EXPLAINED = {
+    "flatten": "conv3",
+    "conv_pool": "pool",
+    "gap": "conv3",
+    "gmp": "conv3",
+    "residual_gap": "residual_relu",
+    "global_context_tile": "context_mix",
+}
+
+
+def _min_max(maps: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Resize each map to the input (bilinear) and scale it to 0..1; written apart from
+    training/explain.py so the test does not check the code against itself."""
+    resized = tf.image.resize(maps[..., None], (height, width), method="bilinear").numpy()[..., 0]
+    low = resized.min(axis=(1, 2), keepdims=True)
+    span = resized.max(axis=(1, 2), keepdims=True) - low
+    return np.where(span > 1e-12, (resized - low) / np.maximum(span, 1e-12), 0.0)
+
+
+@pytest.mark.parametrize("name", list(EXPLAINED))
+def test_explain_is_exported_beside_the_other_signatures(exported, digits, name) -> None:
+    path, model, card = exported[name]
+    assert card.signatures == ("serving_default", "feature_maps", "explain")
+    assert card.explain_layer == EXPLAINED[name]
+    loaded = tf.saved_model.load(str(path))
+    images = digits.test.images[:4]
+    probabilities = loaded.signatures["serving_default"](images=tf.constant(images))
+    probabilities = probabilities["probabilities"].numpy()
+    asked = np.array([-1, 3, -1, 9], dtype=np.int32)
+    out = loaded.signatures["explain"](images=tf.constant(images), class_index=tf.constant(asked))
+    chosen = out["class_index"].numpy()
+    assert chosen.tolist() == [
+        int(probabilities[0].argmax()),
+        3,
+        int(probabilities[2].argmax()),
+        9,
+    ]
+    np.testing.assert_allclose(out["score"].numpy(), probabilities[np.arange(4), chosen], atol=1e-6)
+    heatmap = out["heatmap"].numpy()
+    assert heatmap.shape == (4, 28, 28) and heatmap.dtype == np.float32
+    assert heatmap.min() >= 0 and heatmap.max() <= 1
+
+
+@pytest.mark.parametrize("name", ["gap", "residual_gap"])
+def test_grad_cam_of_a_gap_head_is_the_class_activation_map(exported, digits, name) -> None:
+    """Zhou et al.'s CAM from the exported maps and the Dense weights, against explain."""
+    path, model, card = exported[name]
+    loaded = tf.saved_model.load(str(path))
+    images = tf.constant(digits.test.images[:6])
+    classes = np.arange(6, dtype=np.int32)
+    maps = loaded.signatures["feature_maps"](images=images)[card.explain_layer].numpy()
+    kernel = model.get_layer("probabilities").kernel.numpy()  # (channels, classes)
+    cam = np.maximum(np.einsum("bhwk,kb->bhw", maps, kernel[:, classes]), 0)
+    explained = loaded.signatures["explain"](images=images, class_index=tf.constant(classes))
+    np.testing.assert_allclose(explained["heatmap"].numpy(), _min_max(cam, 28, 28), atol=1e-4)
