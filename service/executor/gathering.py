@@ -17,6 +17,7 @@ import numpy as np
 
 from service.executor.protocol import unpack_arrays
 from service.inference.batch import BatchStats
+from service.inference.errors import DeadlineExceededError
 
 if TYPE_CHECKING:
     from service.executor.client import RemoteEngine
@@ -57,8 +58,8 @@ class Gatherer:
     ) -> Answer:
         """Outputs for ``images`` (rows in order), the batch's stats, and the reply's header.
 
-        The wait ends at ``timeout`` plus a margin for the trip back: the executor answers
-        within its deadline or drops the work.
+        DeadlineExceededError once ``timeout`` has passed: the group's message carries the
+        longest deadline of its requests, so a shorter one is not left to the executor.
         """
         group = self._open.get(key)
         if group is None or group.images + len(images) > self._max_images:
@@ -71,7 +72,10 @@ class Gatherer:
         if not self._scheduled:
             self._scheduled = True
             loop.call_soon(self._send_all)
-        return await asyncio.wait_for(part.future, timeout + 1.0)
+        try:
+            return await asyncio.wait_for(part.future, timeout)
+        except TimeoutError:
+            raise DeadlineExceededError(f"no answer within {timeout:.3g} s") from None
 
     def _send_all(self) -> None:
         groups, self._ready, self._open, self._scheduled = self._ready, [], {}, False

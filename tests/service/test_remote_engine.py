@@ -17,6 +17,7 @@ from convbridge.signatures import CLASSIFY, FEATURE_MAPS, PROBABILITIES
 from service.executor.client import RemoteEngine
 from service.executor.server import ExecutorServer
 from service.inference import (
+    DeadlineExceededError,
     Engine,
     ModelNotFoundError,
     ModelNotReadyError,
@@ -100,6 +101,15 @@ def test_the_client_answers_like_the_engine(gap_repository: Path, tmp_path: Path
 
         first, second = await asyncio.gather(one(slice(0, 1)), one(slice(1, 2)))
         np.testing.assert_allclose(np.concatenate([first, second]), expected, atol=1e-6)
+
+        # Gathered with a longer one, a short deadline still ends as a deadline, on time.
+        async def run(timeout: float) -> np.ndarray:
+            async with client.reserve("gap", None, CLASSIFY) as lease:
+                return (await lease.run(images[:1], timeout=timeout)).outputs[PROBABILITIES]
+
+        short, long = await asyncio.gather(run(1e-4), run(10), return_exceptions=True)
+        assert isinstance(short, DeadlineExceededError), repr(short)
+        np.testing.assert_allclose(long, expected[:1], atol=1e-6)
         assert client.arena is not None and client.arena.free_bytes == client.arena.size
 
         metrics = (await client.metrics_text()).decode()
