@@ -46,6 +46,9 @@ class RemoteEngine:
         self.snapshot = Snapshot()
         # Queues (model, version, signature) the executor said are full: refused before reading.
         self.full: set[tuple[str, int, str]] = set()
+        # Images (one place per request until it knows) between admission and answer, per
+        # queue: bounded by max_queue_images, so bodies read and decoded here stay bounded.
+        self.pending: dict[tuple[str, int, str], int] = {}
         self._protocol: FrameProtocol | None = None
         self._pending: dict[int, asyncio.Future[tuple[dict[str, Any], memoryview]]] = {}
         self._ids = itertools.count(1)

@@ -24,15 +24,18 @@ class RemoteLease:
     Entering checks what the snapshot knows (ModelNotFoundError, ModelNotReadyError,
     UnknownSignatureError, and QueueFullError while the executor says the queue is full), so
     an overloaded model refuses before the body is read. Only a version that is not loaded
-    (an older one named by the client) costs a round trip, to load it. Unlike the in-process
-    lease, it holds no place in the queue while the body arrives: a slow upload takes nothing
-    from other clients.
+    (an older one named by the client) costs a round trip, to load it. It holds no place in
+    the executor's queue while the body arrives, only one in this front end's own bound
+    (``max_queue_images`` per queue, from admission to answer), which keeps the bodies read
+    and decoded here bounded under overload.
     """
 
     def __init__(self, engine: RemoteEngine, name: str, version: int | None, signature: str):
         self._engine = engine
         self._name, self._version, self._signature = name, version, signature
         self.model: ModelInfo
+        self._key: tuple[str, int, str] | None = None  # where this request's places count
+        self._held = 0
 
     async def __aenter__(self) -> RemoteLease:
         engine, name = self._engine, self._name
@@ -46,6 +49,13 @@ class RemoteLease:
         else:  # not loaded: the executor loads it on demand, as the in-process engine does
             self.model = await engine.model(name, self._version)
         self._check(self._signature)
+        key = (name, self.model.version, self._signature)
+        limit = engine.settings.max_queue_images
+        pending = engine.pending.get(key, 0)
+        if pending >= limit:  # this front end's own bound on work between admission and answer
+            raise queue_full(pending, limit)
+        self._key, self._held = key, 1
+        engine.pending[key] = pending + 1
         return self
 
     def _check(self, signature: str) -> None:
@@ -58,7 +68,13 @@ class RemoteLease:
             raise queue_full(limit, limit)
 
     def expect(self, count: int) -> None:
-        """Nothing to tell: the executor learns of the images when they arrive."""
+        """The request carries ``count`` images: they count against this front end's bound."""
+        self._hold(count)
+
+    def _hold(self, count: int) -> None:
+        if self._key is not None:
+            self._engine.pending[self._key] += count - self._held
+            self._held = count
 
     async def run(self, images: np.ndarray, timeout: float, signature: str | None = None) -> Result:
         signature = signature or self._signature
@@ -79,7 +95,9 @@ class RemoteLease:
         return Result(outputs, stats)
 
     async def __aexit__(self, *exc_info: object) -> None:
-        """Nothing is held: the run's arena block is freed when its answer arrives."""
+        """Give back this request's places (the arena block was freed with its answer)."""
+        self._hold(0)
+        self._key = None
 
 
 def _output_bytes(card: ModelCard, signature: str) -> int:

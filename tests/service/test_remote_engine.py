@@ -110,6 +110,7 @@ def test_the_client_answers_like_the_engine(gap_repository: Path, tmp_path: Path
         short, long = await asyncio.gather(run(1e-4), run(10), return_exceptions=True)
         assert isinstance(short, DeadlineExceededError), repr(short)
         np.testing.assert_allclose(long, expected[:1], atol=1e-6)
+        assert not any(client.pending.values())  # every place was given back
         assert client.arena is not None and client.arena.free_bytes == client.arena.size
 
         metrics = (await client.metrics_text()).decode()
