@@ -11,10 +11,11 @@ from __future__ import annotations
 import numpy as np
 
 from convbridge.card import ModelCard
-from convbridge.signatures import CLASSIFY, FEATURE_MAPS, SIGNATURES
+from convbridge.signatures import CLASSIFY, FEATURE_MAPS
 from service.executor.client import RemoteEngine
 from service.inference import ModelInfo, Result, State
 from service.inference.errors import queue_full, unknown_signature
+from service.inference.signatures import served_signatures
 from service.inference.status import not_serving
 
 
@@ -60,7 +61,7 @@ class RemoteLease:
 
     def _check(self, signature: str) -> None:
         model = self.model
-        offered = [name for name in model.card.signatures if name in SIGNATURES]
+        offered = list(served_signatures(model.card))
         if signature not in offered:
             raise unknown_signature(model.name, model.version, signature, offered)
         if (model.name, model.version, signature) in self._engine.full:

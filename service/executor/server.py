@@ -129,8 +129,9 @@ class _Connection:
         replaced by a hot reload meanwhile).
         """
         name, signature = header["model"], header["signature"]
+        block = self.arena.check(header["block"]) if self.arena is not None else None
         async with self.engine.reserve(name, header["version"], signature) as lease:
-            images = self._images(header, payload)
+            images = self._images(header, payload, block)
             model = lease.model
             if images.shape[1:] != model.card.input.shape:
                 raise ModelNotReadyError(
@@ -139,7 +140,7 @@ class _Connection:
                 )
             result = await lease.run(images, header["timeout"], signature)
         memory = self.arena.memory if self.arena is not None else None
-        specs, data = pack_arrays(result.outputs, memory, self._block(header))
+        specs, data = pack_arrays(result.outputs, memory, block)
         stats = result.stats
         reply = {
             "outputs": specs,
@@ -149,15 +150,13 @@ class _Connection:
             reply.update(_describe(model, True))
         return reply, data
 
-    def _block(self, header: dict[str, Any]) -> tuple[int, int] | None:
-        return self.arena.check(header["block"]) if self.arena is not None else None
-
-    def _images(self, header: dict[str, Any], payload: memoryview) -> np.ndarray:
+    def _images(
+        self, header: dict[str, Any], payload: memoryview, block: tuple[int, int] | None
+    ) -> np.ndarray:
         shape, dtype = header["shape"], np.dtype(header["dtype"])
         count = int(np.prod(shape))
         if header["inline"]:
             return np.frombuffer(payload, dtype, count).reshape(shape)
-        block = self._block(header)
         assert self.arena is not None and block is not None, "images in an arena never attached"
         if count * dtype.itemsize > block[1]:
             raise ValueError("the images do not fit the block they were sent in")
