@@ -196,16 +196,24 @@ class ModelCatalogue:
         return any(s == State.READY for s in states.values()), states
 
     async def forget_missing(self) -> None:
-        """Unload and forget the versions and models whose folders left the repository."""
+        """Unload and forget the versions and models whose folders left the repository.
+
+        A model whose folder is gone is forgotten at once, before its versions drain: until
+        then it would be listed with no versions.
+        """
         on_disk = {name: set(list_versions(self.root / name)) for name in list_models(self.root)}
         for name in self.names():
+            if name not in on_disk:
+                versions = self._entries.pop(name)
+                self.on_change()
+                for version, entry in versions.items():
+                    log.info("model %s version %s left the repository", name, version)
+                    await self._retire(name, version, entry)
+                continue
             for version in list(self._entries[name]):
-                if version not in on_disk.get(name, set()):
+                if version not in on_disk[name]:
                     log.info("model %s version %s left the repository", name, version)
                     await self.unload(name, version, forget=True)
-            if name not in on_disk:
-                del self._entries[name]
-                self.on_change()
 
     async def unload(self, name: str, version: int, forget: bool = False) -> None:
         """Stop serving a version, let its requests finish, then free it.
@@ -216,10 +224,14 @@ class ModelCatalogue:
         entry = self._entries.get(name, {}).get(version)
         if entry is None:
             return
-        model, entry.model, entry.task = entry.model, None, None
-        entry.status = replace(entry.status, state=State.AVAILABLE)
         if forget:
             del self._entries[name][version]
+        await self._retire(name, version, entry)
+
+    async def _retire(self, name: str, version: int, entry: _Entry) -> None:
+        """Take ``entry``'s model out of service, wait for its requests, then free it."""
+        model, entry.model, entry.task = entry.model, None, None
+        entry.status = replace(entry.status, state=State.AVAILABLE)
         self.on_change()
         if model is None:
             return
