@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AsyncExitStack, contextmanager
 from typing import Any, TypeVar
 
@@ -35,12 +35,20 @@ from service.codecs.images import (
     open_image,
     pixel_count,
 )
-from service.errors import ApiError, bad_request, not_found, timed_out, unavailable
+from service.errors import (
+    ApiError,
+    bad_request,
+    not_found,
+    timed_out,
+    unavailable,
+    unprocessable,
+)
 from service.inference import (
     BatchSizeMismatchError,
     DeadlineExceededError,
     ModelNotFoundError,
     ModelNotReadyError,
+    NoExplanationsError,
     QueueFullError,
     Result,
     UnknownSignatureError,
@@ -149,8 +157,16 @@ class InferenceCall:
         self._seconds["decode"] += time.perf_counter() - started
         return parsed
 
-    async def run(self, images: np.ndarray, signature: str | None = None) -> Result:
-        """Run the images through the model; a request out of time is not queued at all."""
+    async def run(
+        self,
+        images: np.ndarray,
+        signature: str | None = None,
+        extra: Mapping[str, np.ndarray] | None = None,
+    ) -> Result:
+        """Run the images through the model; a request out of time is not queued at all.
+
+        ``extra``: the signature's other inputs, one row per image (explain's ``class_index``).
+        """
         lease = self._held()
         left = self.deadline - time.monotonic()
         if left <= 0:
@@ -159,7 +175,7 @@ class InferenceCall:
                 f"{self.name!r} could run it; send fewer or smaller images, or allow more time"
             )
         with engine_errors(self.name, self.timeout_source):
-            result = await lease.run(images, left, signature)
+            result = await lease.run(images, left, signature, extra)
         if not self._seconds["compute"]:
             self._seconds["queue"] = result.stats.queue_seconds
             self._seconds["compute"] = result.stats.compute_seconds
@@ -222,6 +238,8 @@ def engine_errors(name: str, timeout_source: str = "") -> Iterator[None]:
     """Turn the engine's errors into the statuses the APIs answer with."""
     try:
         yield
+    except NoExplanationsError as error:  # the model is fine; its export is older than the ask
+        raise unprocessable(str(error), fix="make models") from None
     except (ModelNotFoundError, UnknownSignatureError) as error:
         raise not_found(str(error)) from None
     except ModelNotReadyError as error:

@@ -10,6 +10,7 @@ request is sent alone, in the same turn it asked.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +33,7 @@ class _Part:
     images: np.ndarray
     timeout: float
     future: asyncio.Future[Answer]
+    extra: Mapping[str, np.ndarray]
 
 
 @dataclass
@@ -54,9 +56,17 @@ class Gatherer:
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def infer(
-        self, key: Key, images: np.ndarray, timeout: float, output_bytes: int
+        self,
+        key: Key,
+        images: np.ndarray,
+        timeout: float,
+        output_bytes: int,
+        extra: Mapping[str, np.ndarray],
     ) -> Answer:
         """Outputs for ``images`` (rows in order), the batch's stats, and the reply's header.
+
+        ``extra``: the signature's other inputs, one small row per image (explain's
+        ``class_index``); they travel in the message's header.
 
         DeadlineExceededError once ``timeout`` has passed: the group's message carries the
         longest deadline of its requests, so a shorter one is not left to the executor.
@@ -66,7 +76,7 @@ class Gatherer:
             group = self._open[key] = _Group(key, output_bytes)
             self._ready.append(group)
         loop = asyncio.get_running_loop()
-        part = _Part(images, timeout, loop.create_future())
+        part = _Part(images, timeout, loop.create_future(), extra)
         group.parts.append(part)
         group.images += len(images)
         if not self._scheduled:
@@ -107,7 +117,7 @@ class Gatherer:
         size = max(images.nbytes, group.output_bytes * len(images))
         block = arena.allocate(size) if arena is not None else None
         timeout = max(part.timeout for part in parts)
-        header = {
+        header: dict[str, Any] = {
             "op": "infer",
             "model": name,
             "version": version,
@@ -119,6 +129,11 @@ class Gatherer:
             "block": list(block) if block is not None else None,
             "inline": block is None,
         }
+        if parts[0].extra:
+            header["extra"] = {
+                name: np.concatenate([part.extra[name] for part in parts]).tolist()
+                for name in parts[0].extra
+            }
         payload: bytes | memoryview = b""
         try:
             if block is not None and arena is not None:

@@ -8,10 +8,12 @@ turn of the event loop (gathering.py); images and outputs travel through the are
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 
 from convbridge.card import ModelCard
-from convbridge.signatures import CLASSIFY, FEATURE_MAPS
+from convbridge.signatures import CLASSIFY, EXPLAIN, FEATURE_MAPS
 from service.executor.client import RemoteEngine
 from service.inference import ModelInfo, Result, State
 from service.inference.errors import queue_full, unknown_signature
@@ -77,7 +79,13 @@ class RemoteLease:
             self._engine.pending[self._key] += count - self._held
             self._held = count
 
-    async def run(self, images: np.ndarray, timeout: float, signature: str | None = None) -> Result:
+    async def run(
+        self,
+        images: np.ndarray,
+        timeout: float,
+        signature: str | None = None,
+        extra: Mapping[str, np.ndarray] | None = None,
+    ) -> Result:
         signature = signature or self._signature
         if signature != self._signature:
             self._check(signature)
@@ -90,7 +98,9 @@ class RemoteLease:
             images.dtype.str,
         )
         per_image = _output_bytes(self.model.card, signature)
-        outputs, stats, reply = await self._engine.gatherer.infer(key, images, timeout, per_image)
+        outputs, stats, reply = await self._engine.gatherer.infer(
+            key, images, timeout, per_image, extra or {}
+        )
         if "model" in reply:  # a hot reload replaced the version between lookup and run
             self.model = self._engine._info(reply)
         return Result(outputs, stats)
@@ -107,4 +117,7 @@ def _output_bytes(card: ModelCard, signature: str) -> int:
         return len(card.classes) * 4
     if signature == FEATURE_MAPS:
         return sum(int(np.prod(layer.shape)) for layer in card.layers) * 4
+    if signature == EXPLAIN:  # heatmap at the input's size, class index and score
+        height, width, _ = card.input.shape
+        return (height * width + 2) * 4
     return 0

@@ -22,6 +22,7 @@ from service.inference.errors import (
     ModelLoadError,
     ModelNotFoundError,
     ModelNotReadyError,
+    NoExplanationsError,
     QueueFullError,
     UnknownSignatureError,
 )
@@ -36,6 +37,7 @@ ERRORS: dict[str, type[InferenceError]] = {
         ModelNotFoundError,
         ModelNotReadyError,
         QueueFullError,
+        NoExplanationsError,
         UnknownSignatureError,
     )
 }

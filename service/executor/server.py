@@ -14,6 +14,7 @@ from service.executor.arena import AttachedArena
 from service.executor.protocol import FrameProtocol, error_header, pack_arrays
 from service.executor.snapshot import encode_snapshot
 from service.inference import Engine, InferenceError, ModelInfo, ModelNotReadyError
+from service.inference.signatures import extra_inputs
 
 log = logging.getLogger("convbridge.executor")
 
@@ -138,7 +139,14 @@ class _Connection:
                     f"model {name!r} changed to version {model.version}, which takes "
                     f"{list(model.card.input.shape)} images, during the request; retry"
                 )
-            result = await lease.run(images, header["timeout"], signature)
+            types = extra_inputs(signature)
+            extra = {
+                name: np.asarray(values, dtype=types[name])
+                for name, values in header.get("extra", {}).items()
+            }
+            if set(extra) != set(types) or any(len(v) != len(images) for v in extra.values()):
+                raise ValueError(f"{signature} needs {sorted(types)}, one per image")
+            result = await lease.run(images, header["timeout"], signature, extra)
         memory = self.arena.memory if self.arena is not None else None
         specs, data = pack_arrays(result.outputs, memory, block)
         stats = result.stats

@@ -11,6 +11,7 @@ from service.inference.errors import (
     InferenceError,
     ModelNotFoundError,
     ModelNotReadyError,
+    NoExplanationsError,
     QueueFullError,
     UnknownSignatureError,
 )
@@ -40,6 +41,7 @@ __all__ = [
     "Readiness",
     "Result",
     "State",
+    "NoExplanationsError",
     "UnknownSignatureError",
     "VersionStatus",
 ]

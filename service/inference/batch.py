@@ -16,6 +16,8 @@ if TYPE_CHECKING:
     from service.inference.batching import Batcher
 
 Outputs = Mapping[str, np.ndarray]
+# Inputs a signature takes beside the images, one row per image (explain's class_index).
+Extra = Mapping[str, np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,7 @@ class Item:
     images: np.ndarray
     deadline: float
     future: asyncio.Future[tuple[Outputs, BatchStats]]
+    extra: Extra = field(default_factory=dict)
     enqueued: float = field(default_factory=time.monotonic)
 
 
@@ -54,11 +57,11 @@ class Ticket:
         self._batcher._announce(count - held)
 
     async def submit(
-        self, images: np.ndarray, timeout: float
+        self, images: np.ndarray, timeout: float, extra: Extra | None = None
     ) -> tuple[dict[str, np.ndarray], BatchStats]:
         """Queue the images; see :meth:`Batcher.submit`. The ticket holds nothing afterwards."""
         held, self._held = self._held, 0
-        return await self._batcher._submit(images, timeout, announced=held)
+        return await self._batcher._submit(images, timeout, extra or {}, announced=held)
 
     def release(self) -> None:
         """Give back what the ticket still holds (nothing once submitted); idempotent."""

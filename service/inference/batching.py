@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor
 
 import numpy as np
 
-from service.inference.batch import BatchStats, Item, Outputs, Ticket, check_rows, join
+from service.inference.batch import BatchStats, Extra, Item, Outputs, Ticket, check_rows, join
 from service.inference.errors import DeadlineExceededError, QueueFullError, queue_full
 
-RunBatch = Callable[[np.ndarray], Outputs]
+# run_batch(images) -> outputs; with extra inputs, run_batch(images, **extra).
+RunBatch = Callable[..., Outputs]
 
 
 class Batcher:
@@ -23,7 +25,8 @@ class Batcher:
     item larger than that is split by :meth:`submit`); the first item waits at most
     ``max_delay`` seconds for others, and only while tickets announce images that are still on
     their way (see :meth:`reserve`), so a lone request never waits for company that is not
-    coming; rows of the outputs go back to the item they came from;
+    coming; rows of the outputs go back to the item they came from; extra inputs (one row per
+    image, all items of a batch name the same ones) are stacked like the images;
     an exception raised by ``run_batch`` reaches every item of its batch; items whose deadline
     passed before their batch started get DeadlineExceededError and are not computed. Up to
     ``concurrency`` batches run at once (TF Serving's num_batch_threads): a second batch fills
@@ -112,13 +115,16 @@ class Batcher:
             self._task = None
 
     async def submit(
-        self, images: np.ndarray, timeout: float
+        self, images: np.ndarray, timeout: float, extra: Extra | None = None
     ) -> tuple[dict[str, np.ndarray], BatchStats]:
-        """Run ``images`` (n, ...) through the model; returns outputs with n rows each."""
-        return await self._submit(images, timeout, announced=0)
+        """Run ``images`` (n, ...) through the model; returns outputs with n rows each.
+
+        ``extra``: further inputs of the call, n rows each (explain's ``class_index``).
+        """
+        return await self._submit(images, timeout, extra or {}, announced=0)
 
     async def _submit(
-        self, images: np.ndarray, timeout: float, announced: int
+        self, images: np.ndarray, timeout: float, extra: Extra, announced: int
     ) -> tuple[dict[str, np.ndarray], BatchStats]:
         self._announced = max(0, self._announced - announced)
         if self._closed:
@@ -133,8 +139,9 @@ class Batcher:
         deadline = time.monotonic() + timeout
         items = []
         for start in range(0, count, self.max_batch_size):
-            chunk = images[start : start + self.max_batch_size]
-            items.append(Item(chunk, deadline, loop.create_future()))
+            rows = slice(start, start + self.max_batch_size)
+            chunk = {name: values[rows] for name, values in extra.items()}
+            items.append(Item(images[rows], deadline, loop.create_future(), chunk))
         for item in items:
             self._items.append(item)
         self._queued_images += count
@@ -173,10 +180,14 @@ class Batcher:
         try:
             started = time.monotonic()
             stacked = np.concatenate([item.images for item in batch])
+            extra = {
+                name: np.concatenate([item.extra[name] for item in batch])
+                for name in batch[0].extra
+            }
             self._on_batch(len(stacked))
             try:
                 outputs = await asyncio.get_running_loop().run_in_executor(
-                    self._executor, self._run_batch, stacked
+                    self._executor, functools.partial(self._run_batch, stacked, **extra)
                 )
                 check_rows(outputs, len(stacked))
             except Exception as error:  # every item of the batch learns of it

@@ -14,7 +14,7 @@ from collections.abc import Callable
 import numpy as np
 
 from convbridge.card import ModelCard
-from service.inference.batch import Ticket
+from service.inference.batch import Extra, Ticket
 from service.inference.catalogue import ModelCatalogue
 from service.inference.errors import ModelNotReadyError
 from service.inference.model import LoadedModel
@@ -153,8 +153,16 @@ class Lease:
         if self._ticket is not None:
             self._ticket.expect(count)
 
-    async def run(self, images: np.ndarray, timeout: float, signature: str | None = None) -> Result:
+    async def run(
+        self,
+        images: np.ndarray,
+        timeout: float,
+        signature: str | None = None,
+        extra: Extra | None = None,
+    ) -> Result:
         """Run ``images`` through ``signature`` (default: the reserved one) within ``timeout`` s.
+
+        ``extra``: the signature's other inputs, one row per image (explain's ``class_index``).
 
         QueueFullError, DeadlineExceededError or BatchSizeMismatchError when it cannot.
         """
@@ -163,10 +171,10 @@ class Lease:
         batcher = self._model.batcher(signature)
         if signature == self._signature and self._ticket is not None:
             ticket, self._ticket = self._ticket, None
-            outputs, stats = await ticket.submit(images, timeout)
+            outputs, stats = await ticket.submit(images, timeout, extra)
         else:
             self._release_ticket()  # the reserved place stood in for this signature's
-            outputs, stats = await batcher.submit(images, timeout)
+            outputs, stats = await batcher.submit(images, timeout, extra)
         return Result(outputs, stats)
 
     def _release_ticket(self) -> None:

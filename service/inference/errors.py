@@ -37,9 +37,19 @@ class UnknownSignatureError(InferenceError, LookupError):
     """The model version does not offer the signature asked for."""
 
 
+class NoExplanationsError(UnknownSignatureError):
+    """The version was exported before the ``explain`` signature existed."""
+
+
 def unknown_signature(
     name: str, version: int, signature: str, offered: list[str]
 ) -> UnknownSignatureError:
+    if signature == "explain":
+        return NoExplanationsError(
+            f"model {name!r} version {version} was exported before explanations existed and "
+            f"has no 'explain' signature (it offers {', '.join(offered)}): re-export it with "
+            "`make models` (or python -m training); it keeps serving classify and feature maps"
+        )
     return UnknownSignatureError(
         f"model {name!r} version {version} has no signature {signature!r}; "
         f"it offers {', '.join(offered)}"

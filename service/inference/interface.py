@@ -3,6 +3,7 @@ front ends' client of the executor process, so routers never know which one they
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Protocol
 
 import numpy as np
@@ -23,7 +24,11 @@ class LeaseLike(Protocol):
     def expect(self, count: int) -> None: ...
 
     async def run(
-        self, images: np.ndarray, timeout: float, signature: str | None = None
+        self,
+        images: np.ndarray,
+        timeout: float,
+        signature: str | None = None,
+        extra: Mapping[str, np.ndarray] | None = None,
     ) -> Result: ...
 
 

@@ -17,7 +17,7 @@ from convbridge.card import ModelCard
 from service.inference.batching import Batcher
 from service.inference.errors import ModelLoadError, unknown_signature
 from service.inference.runtime import Runtime
-from service.inference.signatures import check_signatures, served_signatures
+from service.inference.signatures import check_signatures, served_signatures, warm_up_inputs
 from service.metrics import Metrics
 from service.settings import Settings
 
@@ -68,10 +68,11 @@ class LoadedModel:
 
         with tf.device(runtime.device):
             saved = tf.saved_model.load(str(path))
-        missing = [s for s in served_signatures(card) if s not in saved.signatures]
+        wanted = served_signatures(card)
+        check_signatures({s: saved.signatures[s] for s in wanted if s in saved.signatures}, card)
+        missing = [s for s in wanted if s not in saved.signatures]
         if missing:
             raise ModelLoadError(f"the SavedModel lacks signatures {missing}")
-        check_signatures({s: saved.signatures[s] for s in served_signatures(card)}, card)
         model = cls(card, saved, runtime, settings, metrics)
         # Warm up on the inference threads themselves: that is where requests will run.
         # Submitted together, each job starts its own thread (a waited-for job frees its thread
@@ -81,17 +82,23 @@ class LoadedModel:
             job.result()
         return model
 
-    def run(self, signature: str, images: np.ndarray) -> dict[str, np.ndarray]:
-        """Call one signature on a uint8 batch, padded to an allowed size; blocking."""
+    def run(self, signature: str, images: np.ndarray, **extra: np.ndarray) -> dict[str, np.ndarray]:
+        """Call one signature on a uint8 batch, padded to an allowed size; blocking.
+
+        ``extra``: the signature's other inputs, one row per image (explain's ``class_index``,
+        padded with -1: the top class).
+        """
         import tensorflow as tf
 
         count = len(images)
         size = padded_size(count, self.batch_sizes)
+        inputs = {self.card.input.name: images, **extra}
         if size > count:
-            padding = np.zeros((size - count, *images.shape[1:]), dtype=images.dtype)
-            images = np.concatenate([images, padding])
+            inputs = {name: _pad(values, size) for name, values in inputs.items()}
         with tf.device(self._runtime.device):
-            outputs = self._signatures[signature](**{self.card.input.name: tf.constant(images)})
+            outputs = self._signatures[signature](
+                **{name: tf.constant(values) for name, values in inputs.items()}
+            )
         return {name: value.numpy()[:count] for name, value in outputs.items()}
 
     def warm_up(self) -> None:
@@ -99,7 +106,7 @@ class LoadedModel:
         for size in self.batch_sizes:
             zeros = np.zeros((size, *self.card.input.shape), dtype=np.uint8)
             for signature in self._signatures:
-                outputs = self.run(signature, zeros)
+                outputs = self.run(signature, zeros, **warm_up_inputs(signature, size))
                 if any(len(value) != size for value in outputs.values()):
                     raise ModelLoadError(f"{signature} returned the wrong batch size in warm-up")
 
@@ -163,3 +170,10 @@ class LoadedModel:
         for batcher in self._batchers.values():
             await batcher.close()
         self.executor.shutdown(wait=True)
+
+
+def _pad(values: np.ndarray, size: int) -> np.ndarray:
+    """``values`` with rows appended up to ``size``: zeros, or -1 for integer rows (no class)."""
+    fill = -1 if values.dtype.kind == "i" else 0
+    padding = np.full((size - len(values), *values.shape[1:]), fill, dtype=values.dtype)
+    return np.concatenate([values, padding])

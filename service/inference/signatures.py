@@ -4,8 +4,24 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from convbridge.card import ModelCard
-from convbridge.signatures import CLASSIFY, FEATURE_MAPS, PROBABILITIES, SIGNATURES
+from convbridge.signatures import (
+    CLASS_INDEX,
+    CLASSIFY,
+    EXPLAIN,
+    FEATURE_MAPS,
+    HEATMAP,
+    PROBABILITIES,
+    SCORE,
+    SIGNATURES,
+)
+
+# Signatures the service calls when a card lists them; older exports lack the later ones.
+OPTIONAL = (EXPLAIN,)
+# Inputs beside the images: (name, dtype) per signature.
+_EXTRA_INPUTS = {EXPLAIN: ((CLASS_INDEX, "int32"),)}
 
 
 class SignatureError(ValueError):
@@ -24,7 +40,17 @@ def served_signatures(card: ModelCard) -> tuple[str, ...]:
             f"the model card lists signatures {list(card.signatures)}; the service needs "
             f"{list(SIGNATURES)}"
         )
-    return tuple(name for name in card.signatures if name in SIGNATURES)
+    return tuple(name for name in card.signatures if name in SIGNATURES or name in OPTIONAL)
+
+
+def extra_inputs(signature: str) -> dict[str, str]:
+    """The inputs ``signature`` takes beside the images: name -> dtype, one value per image."""
+    return dict(_EXTRA_INPUTS.get(signature, ()))
+
+
+def warm_up_inputs(signature: str, size: int) -> dict[str, np.ndarray]:
+    """The extra inputs of a warm-up call at batch ``size``: class -1 (the top one) for explain."""
+    return {name: np.full(size, -1, dtype) for name, dtype in extra_inputs(signature).items()}
 
 
 def check_signatures(signatures: dict[str, Any], card: ModelCard) -> None:
@@ -33,18 +59,29 @@ def check_signatures(signatures: dict[str, Any], card: ModelCard) -> None:
     for name, function in signatures.items():
         _, inputs = function.structured_input_signature
         spec = inputs.get(card.input.name)
+        extra = extra_inputs(name)
         if (
-            set(inputs) != {card.input.name}
+            set(inputs) != {card.input.name, *extra}
             or spec.dtype.name != "uint8"
             or tuple(spec.shape) != wanted
+            or any(inputs[key].dtype.name != dtype for key, dtype in extra.items())
         ):
             found = ", ".join(f"{k}: {v.dtype.name}{list(v.shape)}" for k, v in inputs.items())
-            raise SignatureError(
-                f"signature {name!r} takes {found or 'nothing'}; the card needs "
-                f"{card.input.name}: uint8{list(wanted)}"
+            needed = ", ".join(
+                [f"{card.input.name}: uint8{list(wanted)}"]
+                + [f"{key}: {dtype}[None]" for key, dtype in extra.items()]
             )
-    outputs = {CLASSIFY: {PROBABILITIES}, FEATURE_MAPS: set(card.layer_names)}
-    for name, needed in outputs.items():
-        lacking = needed - set(signatures[name].structured_outputs)
+            raise SignatureError(
+                f"signature {name!r} takes {found or 'nothing'}; the card needs {needed}"
+            )
+    outputs: dict[str, set[str]] = {
+        CLASSIFY: {PROBABILITIES},
+        FEATURE_MAPS: set(card.layer_names),
+        EXPLAIN: {HEATMAP, CLASS_INDEX, SCORE},
+    }
+    for name, wanted_outputs in outputs.items():
+        if name not in signatures:
+            continue
+        lacking = wanted_outputs - set(signatures[name].structured_outputs)
         if lacking:
             raise SignatureError(f"signature {name!r} lacks outputs {sorted(lacking)}")

@@ -98,8 +98,10 @@ def test_queue_places_are_held_until_the_lease_ends(gap_repository: Path) -> Non
         assert pressure == [("gap", 1, CLASSIFY, True)]  # room for one: not a whole batch
         await second.__aexit__(None, None, None)
         assert pressure[1:] == [("gap", 1, CLASSIFY, False)]
-        with pytest.raises(UnknownSignatureError, match="offers serving_default, feature_maps"):
-            await engine.reserve("gap", None, "explain").__aenter__()
+        with pytest.raises(
+            UnknownSignatureError, match="offers serving_default, feature_maps, explain"
+        ):
+            await engine.reserve("gap", None, "regress").__aenter__()
         async with (
             engine.reserve("gap", None, CLASSIFY),
             engine.reserve("gap", None, CLASSIFY),

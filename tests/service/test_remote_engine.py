@@ -89,8 +89,10 @@ def test_the_client_answers_like_the_engine(gap_repository: Path, tmp_path: Path
         async with client.reserve("gap", None, CLASSIFY) as lease:
             result = await lease.run(images, timeout=10)
         np.testing.assert_allclose(result.outputs[PROBABILITIES], expected, atol=1e-6)
-        with pytest.raises(UnknownSignatureError, match="offers serving_default, feature_maps"):
-            await client.reserve("gap", None, "explain").__aenter__()
+        with pytest.raises(
+            UnknownSignatureError, match="offers serving_default, feature_maps, explain"
+        ):
+            await client.reserve("gap", None, "regress").__aenter__()
 
         # Runs asked in one turn of the loop travel as one message; each gets its own rows.
         async def one(rows: slice) -> np.ndarray:
