@@ -13,6 +13,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from service.api import ROUTERS
 from service.api.deps import AppContext
+from service.api.explain import EXPLAIN_HEADERS
 from service.api.explorer import static_files
 from service.api.hot_path import ClassifyHotPath
 from service.codecs.images import warm_up_decoder
@@ -76,7 +77,12 @@ def create_app(
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST"],
             allow_headers=["*"],
-            expose_headers=["Server-Timing", "X-Model-Version", "X-Feature-Grid"],
+            expose_headers=[
+                "Server-Timing",
+                "X-Model-Version",
+                "X-Feature-Grid",
+                *EXPLAIN_HEADERS,
+            ],
         )
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)

@@ -2,12 +2,22 @@
 
 from fastapi import APIRouter
 
-from service.api import classify, explorer, feature_maps, health, kserve, models, tfserving
+from service.api import (
+    classify,
+    explain,
+    explorer,
+    feature_maps,
+    health,
+    kserve,
+    models,
+    tfserving,
+)
 
 # Included one by one on the app: a router of routers costs a second match on every request.
 ROUTERS: tuple[APIRouter, ...] = (
     classify.router,
     feature_maps.router,
+    explain.router,
     models.router,
     health.router,
     tfserving.router,

@@ -6,6 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
+from convbridge.signatures import EXPLAIN
 from service.api.deps import ModelName, Version, app_context
 from service.api.openapi import ERRORS
 from service.api.outline import engine_errors
@@ -72,6 +73,8 @@ def summary(model: ModelStatus, shown: VersionStatus | None = None) -> dict[str,
         },
     }
     if card is not None:
+        if EXPLAIN in card.signatures:
+            body["endpoints"]["explain"] = f"/models/{model.name}/explain"
         body.update(
             variant=card.variant,
             bridge=card.bridge,

@@ -97,6 +97,56 @@ TFSERVING_PREDICT: dict[str, Any] = {
     },
 }
 
+TFSERVING_EXPLAIN: dict[str, Any] = {
+    "parameters": [TIMEOUT_PARAMETER],
+    "requestBody": {
+        "required": True,
+        "description": "`instances` as `:predict` takes them; the class of each (an index or a "
+        'label) as `{"images": ..., "class_index": 7}`, or for all in a top-level '
+        "`class_index` (one, or a list with one per instance); default: the top class.",
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["instances"],
+                    "properties": {
+                        "instances": {"type": "array"},
+                        "class_index": {},
+                    },
+                },
+                "example": {"instances": [{"b64": "<base64 PNG>"}], "class_index": 7},
+            }
+        },
+    },
+    "responses": {
+        "200": {
+            "description": "one explanation per instance: the class, its label and score, and "
+            "the Grad-CAM heatmap (height x width, 0..1)",
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {
+                            "explanations": {
+                                "type": "array",
+                                "items": {
+                                    "type": "object",
+                                    "properties": {
+                                        "class_index": {"type": "integer"},
+                                        "label": {"type": "string"},
+                                        "score": {"type": "number"},
+                                        "heatmap": {"type": "array"},
+                                    },
+                                },
+                            }
+                        },
+                    }
+                }
+            },
+        }
+    },
+}
+
 _KSERVE_TENSOR = {
     "type": "object",
     "required": ["name", "shape", "datatype"],

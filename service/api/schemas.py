@@ -105,6 +105,22 @@ class FeatureMapsResponse(BaseModel):
     timings_ms: dict[str, float]
 
 
+class ExplainResponse(BaseModel):
+    model: str = Field(examples=["gap"])
+    version: int = Field(examples=[1])
+    layer: str | None = Field(
+        examples=["conv3"], description="the spatial layer whose maps Grad-CAM weighs"
+    )
+    image: ImageInfo
+    class_index: int = Field(examples=[7], description="the class explained")
+    label: str = Field(examples=["7"])
+    score: float = Field(examples=[0.987], description="the class's probability")
+    heatmap: list[list[float]] = Field(
+        description="height x width at the model's input size, 0..1 (all 0: no evidence)"
+    )
+    timings_ms: dict[str, float]
+
+
 class Readiness(BaseModel):
     ready: bool
     models: dict[str, str] = Field(examples=[{"gap": "ready", "flatten": "loading"}])

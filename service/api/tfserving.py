@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, TypeVar
+
 import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from convbridge.card import ModelCard
-from convbridge.signatures import CLASSIFY
+from convbridge.signatures import CLASS_INDEX, CLASSIFY, EXPLAIN
 from service.api.deps import ModelName, app_context, parse_version
-from service.api.openapi import PROTOCOL_ERRORS, TFSERVING_PREDICT
+from service.api.openapi import PROTOCOL_ERRORS, TFSERVING_EXPLAIN, TFSERVING_PREDICT
 from service.api.outline import InferenceCall, engine_errors
 from service.api.schemas import ErrorBody
 from service.codecs import tfserving
@@ -17,6 +20,7 @@ from service.errors import bad_request, not_found
 from service.inference import ModelNotFoundError
 from service.web.responses import OrjsonResponse
 
+T = TypeVar("T")
 router = APIRouter(
     tags=["TF Serving REST"], responses={400: {"model": ErrorBody}, 404: {"model": ErrorBody}}
 )
@@ -83,17 +87,52 @@ async def predict(request: Request, name: ModelName, version: str | None = None)
             lease.model.card,
             settings.max_image_pixels,
             settings.max_images_per_request,
+            tfserving.parse_predict,
         )
         result = await call.run(parsed.images, parsed.signature)
         answer = tfserving.predict_response(result.outputs, parsed.columnar)
         return call.respond(OrjsonResponse(answer))
 
 
+@router.post(
+    "/v1/models/{name}:explain",
+    summary="Explain (KServe v1's verb): Grad-CAM heatmaps",
+    openapi_extra=TFSERVING_EXPLAIN,
+    responses=PROTOCOL_ERRORS,
+)
+@router.post(
+    "/v1/models/{name}/versions/{version}:explain",
+    summary="Explain with a version",
+    openapi_extra=TFSERVING_EXPLAIN,
+    responses=PROTOCOL_ERRORS,
+)
+async def explain(request: Request, name: ModelName, version: str | None = None) -> Response:
+    """`{"instances": [...]}`: where the model looked for each image's class."""
+    async with InferenceCall(request, name, "tfserving_explain", protocol=True) as call:
+        lease = await call.reserve(parse_version(version), EXPLAIN)
+        settings = call.context.settings
+        parsed = await call.parse(
+            _parse,
+            await request.body(),
+            lease.model.card,
+            settings.max_image_pixels,
+            settings.max_images_per_request,
+            tfserving.parse_explain,
+        )
+        result = await call.run(parsed.images, extra={CLASS_INDEX: parsed.classes})
+        answer = await call.encode(tfserving.explain_response, result.outputs, lease.model.card)
+        return call.respond(OrjsonResponse(answer))
+
+
 def _parse(
-    body: bytes, card: ModelCard, max_pixels: int, max_images: int
-) -> tfserving.PredictRequest:
+    body: bytes,
+    card: ModelCard,
+    max_pixels: int,
+    max_images: int,
+    parser: Callable[[Any, ModelCard, int, int], T],
+) -> T:
     try:
         document = orjson.loads(body)
     except orjson.JSONDecodeError as error:
         raise bad_request(f"the body is not valid JSON: {error}") from None
-    return tfserving.parse_predict(document, card, max_pixels, max_images)
+    return parser(document, card, max_pixels, max_images)

@@ -11,13 +11,14 @@ import numpy as np
 import orjson
 
 from convbridge.card import ModelCard
-from convbridge.signatures import PROBABILITIES
+from convbridge.signatures import CLASS_INDEX, EXPLAIN, HEATMAP, PROBABILITIES
 from service.codecs.scores import top_k
 from service.codecs.tensors import pixels_from_values
 from service.errors import bad_request
 
 HEADER_LENGTH = "inference-header-content-length"
 _DTYPES = {"UINT8": np.uint8, "FP32": np.float32}
+_CLASS_DTYPES = {"INT32": np.int32, "INT64": np.int64}
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,8 @@ class RequestedOutput:
 class InferRequest:
     images: np.ndarray  # uint8 (n, height, width, channels)
     outputs: list[RequestedOutput]
+    # int32 (n,): the class each heatmap explains, -1 for the top one (the optional input)
+    classes: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
     request_id: str | None = None
     parameters: dict[str, Any] = field(default_factory=dict)
 
@@ -41,13 +44,16 @@ def model_metadata(card: ModelCard, versions: list[int]) -> dict[str, Any]:
         {"name": layer.name, "datatype": "FP32", "shape": [-1, *layer.shape]}
         for layer in card.layers
     ]
+    inputs = [{"name": card.input.name, "datatype": "UINT8", "shape": [-1, *card.input.shape]}]
+    if EXPLAIN in card.signatures:  # class_index is optional: -1 (the top class) by default
+        height, width, _ = card.input.shape
+        outputs.append({"name": HEATMAP, "datatype": "FP32", "shape": [-1, height, width]})
+        inputs.append({"name": CLASS_INDEX, "datatype": "INT32", "shape": [-1]})
     return {
         "name": card.name,
         "versions": [str(v) for v in versions],
         "platform": "tensorflow_savedmodel",
-        "inputs": [
-            {"name": card.input.name, "datatype": "UINT8", "shape": [-1, *card.input.shape]}
-        ],
+        "inputs": inputs,
         "outputs": outputs,
     }
 
@@ -73,22 +79,71 @@ def parse_infer(document: Any, binary: bytes, card: ModelCard, max_images: int) 
     """Validate an inference request against the model and decode its one input tensor."""
     if not isinstance(document, dict) or not isinstance(document.get("inputs"), list):
         raise bad_request("the request must be a JSON object with an 'inputs' list")
-    if len(document["inputs"]) != 1 or not isinstance(document["inputs"][0], dict):
-        raise bad_request(f"send exactly one input, {card.input.name!r}")
-    tensor = document["inputs"][0]
-    if tensor.get("name") != card.input.name:
-        raise bad_request(f"unknown input {tensor.get('name')!r}; the input is {card.input.name!r}")
-    images = _input_tensor(tensor, binary, card)
+    tensors = document["inputs"]
+    names = [t.get("name") if isinstance(t, dict) else None for t in tensors]
+    unknown = [name for name in names if name not in (card.input.name, CLASS_INDEX)]
+    if unknown:
+        raise bad_request(
+            f"unknown input {unknown[0]!r}; the input is {card.input.name!r} (and, optionally, "
+            f"{CLASS_INDEX!r}: the class each heatmap explains)"
+        )
+    if names.count(card.input.name) != 1 or names.count(CLASS_INDEX) > 1:
+        raise bad_request(
+            f"send exactly one input {card.input.name!r} (and at most one {CLASS_INDEX!r}); "
+            f"got {names}"
+        )
+    # Binary tensors follow the JSON header in the order of their inputs.
+    offsets, position = {}, 0
+    for name, tensor in zip(names, tensors, strict=True):
+        offsets[name] = position
+        where = f"input {name!r}"
+        position += _count(_parameters(tensor, where), "binary_data_size", where) or 0
+    tensor = tensors[names.index(card.input.name)]
+    images = _input_tensor(tensor, binary[offsets[card.input.name] :], card)
     if len(images) > max_images:
         raise bad_request(f"too many images: at most {max_images} per request")
+    classes = np.full(len(images), -1, np.int32)
+    if CLASS_INDEX in names:
+        asked = tensors[names.index(CLASS_INDEX)]
+        classes = _class_tensor(asked, binary[offsets[CLASS_INDEX] :], len(images), card)
     parameters = _parameters(document, "the request")
     outputs = _requested_outputs(
         document.get("outputs"), card, bool(parameters.get("binary_data_output", False))
     )
     request_id = document.get("id")
     return InferRequest(
-        images, outputs, str(request_id) if request_id is not None else None, parameters
+        images, outputs, classes, str(request_id) if request_id is not None else None, parameters
     )
+
+
+def _class_tensor(tensor: dict[str, Any], binary: bytes, count: int, card: ModelCard) -> np.ndarray:
+    """The optional ``class_index`` input: one class per image, -1 for the top one."""
+    datatype, shape = tensor.get("datatype"), tensor.get("shape")
+    if datatype not in _CLASS_DTYPES or shape != [count]:
+        raise bad_request(
+            f"input {CLASS_INDEX!r} must be INT32 of shape [{count}] (one class per image, -1 "
+            f"for the top one), not {datatype} {shape}"
+        )
+    size = _count(_parameters(tensor, f"input {CLASS_INDEX!r}"), "binary_data_size", CLASS_INDEX)
+    if size is not None:
+        itemsize = np.dtype(_CLASS_DTYPES[datatype]).itemsize
+        if size != count * itemsize or size > len(binary):
+            raise bad_request(f"{CLASS_INDEX}: binary_data_size {size} is not {count * itemsize}")
+        values = np.frombuffer(binary[:size], dtype=_CLASS_DTYPES[datatype])
+    else:
+        data = np.asarray(tensor.get("data"), dtype=object).ravel()
+        if data.size != count or not all(
+            isinstance(v, int) and not isinstance(v, bool) for v in data
+        ):
+            raise bad_request(f"{CLASS_INDEX}: send {count} integer(s) in 'data'")
+        values = data.astype(np.int64)
+    if ((values < -1) | (values >= len(card.classes))).any():
+        raise bad_request(
+            f"{CLASS_INDEX}: each class must be -1 (the top one) or 0 to {len(card.classes) - 1}; "
+            f"got {values.tolist()}",
+            valid_classes=list(card.classes),
+        )
+    return values.astype(np.int32)
 
 
 def _input_tensor(tensor: dict[str, Any], binary: bytes, card: ModelCard) -> np.ndarray:
@@ -144,9 +199,11 @@ def _count(parameters: dict[str, Any], key: str, where: str) -> int | None:
 
 
 def _requested_outputs(spec: Any, card: ModelCard, binary_default: bool) -> list[RequestedOutput]:
-    valid = [PROBABILITIES, *card.layer_names]
+    """The outputs asked for; none named: probabilities and every layer (heatmaps cost a
+    gradient pass, so they come only when named)."""
+    valid = [PROBABILITIES, *card.layer_names, HEATMAP]
     if spec is None:
-        return [RequestedOutput(name, binary_default) for name in valid]
+        return [RequestedOutput(name, binary_default) for name in valid[:-1]]
     if not isinstance(spec, list) or not spec:
         raise bad_request("'outputs' must be a non-empty list of {\"name\": ...}")
     outputs = []

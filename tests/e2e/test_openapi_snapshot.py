@@ -30,7 +30,7 @@ def test_the_openapi_document_matches_the_snapshot(client) -> None:
     expected = json.loads(SNAPSHOT.read_text(encoding="utf-8"))
     served_operations, expected_operations = _operations(served), _operations(expected)
     assert sorted(served_operations) == sorted(expected_operations)
-    assert len(served_operations) == 23
+    assert len(served_operations) == 26
     changed = [
         key for key in expected_operations if served_operations[key] != expected_operations[key]
     ]

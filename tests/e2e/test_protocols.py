@@ -130,7 +130,11 @@ def test_tritonclient_health_metadata_and_inference(server, sample) -> None:
     assert client.is_server_live() and client.is_server_ready() and client.is_model_ready("gap")
     assert not client.is_model_ready("nope")
     metadata = client.get_model_metadata("gap")
-    assert metadata["inputs"] == [{"name": "images", "datatype": "UINT8", "shape": [-1, 28, 28, 1]}]
+    assert metadata["inputs"] == [
+        {"name": "images", "datatype": "UINT8", "shape": [-1, 28, 28, 1]},
+        {"name": "class_index", "datatype": "INT32", "shape": [-1]},  # optional: for heatmap
+    ]
+    assert {"name": "heatmap", "datatype": "FP32", "shape": [-1, 28, 28]} in metadata["outputs"]
     assert {"name": "probabilities", "datatype": "FP32", "shape": [-1, 10]} in metadata["outputs"]
     assert "classification" in client.get_server_metadata()["extensions"]
     for binary in (True, False):
@@ -209,6 +213,11 @@ def test_kserve_json_fp32_and_binary_by_hand(client, sample) -> None:
 
 
 BINARY_SIZE = {"parameters": {"binary_data_size": 784}}
+HEATMAP = [{"name": "heatmap"}]
+
+
+def CLASSES(**changes: object) -> dict:  # noqa: N802 (reads as the constant it varies)
+    return {"name": "class_index", "shape": [1], "datatype": "INT32", "data": [3], **changes}
 
 
 @pytest.mark.parametrize(
@@ -225,6 +234,27 @@ BINARY_SIZE = {"parameters": {"binary_data_size": 784}}
             "must be the byte length",
         ),
         ({"inputs": []}, {}, "exactly one input"),
+        ({"inputs": [kserve_tensor(), kserve_tensor()]}, {}, "exactly one input"),
+        (
+            {"inputs": [kserve_tensor(), CLASSES(datatype="FP32")], "outputs": HEATMAP},
+            {},
+            "must be INT32 of shape [1]",
+        ),
+        (
+            {"inputs": [kserve_tensor(), CLASSES(shape=[2], data=[1, 2])], "outputs": HEATMAP},
+            {},
+            "must be INT32 of shape [1]",
+        ),
+        (
+            {"inputs": [kserve_tensor(), CLASSES(data=[10])], "outputs": HEATMAP},
+            {},
+            "-1 (the top one) or 0 to 9",
+        ),
+        (
+            {"inputs": [kserve_tensor(), CLASSES(data=["7"])], "outputs": HEATMAP},
+            {},
+            "integer",
+        ),
     ],
 )
 def test_kserve_malformed_requests(client, request_body, headers, words) -> None:
