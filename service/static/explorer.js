@@ -1,4 +1,5 @@
-// convbridge explorer: one image through every model, with top-k scores, model card facts,
+// convbridge explorer: one image through every model, with top-k scores, where the model
+// looked (the explain API's Grad-CAM overlay, for any class), model card facts,
 // server-measured latency and each layer's feature maps (the feature-maps API's PNG grids).
 // Plain JavaScript, no build step and no network beyond this service.
 "use strict";
@@ -124,6 +125,7 @@ async function classify(model, card, runId) {
       `/models/${encodeURIComponent(model.name)}/classify?top_k=${topK}`, imagePost());
     const answer = await response.json();
     showScores(card, answer, roundTrip);
+    await showExplanation(model, card);
   } catch (error) {
     $(".latency", card).innerHTML = "";
     const text = document.createElement("span");
@@ -170,6 +172,52 @@ function showScores(card, answer, roundTrip) {
     `compute ${t.compute.toFixed(1)}, encode ${t.encode.toFixed(1)}) · ` +
     `round trip ${roundTrip.toFixed(1)} ms · ${prediction.image.original_size.join("×")} ` +
     `${prediction.image.original_mode} → ${prediction.image.model_size.join("×")}`;
+}
+
+// The Grad-CAM overlay of the picked class (the top one at first) beside the scores.
+async function showExplanation(model, card) {
+  const figure = $("figure.explanation", card);
+  const picker = $(".class-picker", card);
+  const note = $(".explain-note", card);
+  if (!(model.endpoints && model.endpoints.explain)) {
+    figure.hidden = true;
+    card.dataset.overlay = "unavailable";
+    note.textContent = "exported before explanations: re-export with make models";
+    return;
+  }
+  if (!picker.options.length) {
+    picker.append(new Option("its top class", ""));
+    (model.classes || []).forEach((label, index) => picker.append(new Option(label, String(index))));
+    picker.addEventListener("change", () => loadExplanation(model, card));
+  }
+  await loadExplanation(model, card);
+}
+
+async function loadExplanation(model, card) {
+  const picker = $(".class-picker", card);
+  const note = $(".explain-note", card);
+  const image = $("img.overlay", card);
+  const chosen = picker.value === "" ? "" : `&class=${encodeURIComponent(picker.value)}`;
+  card.dataset.overlay = "loading";
+  try {
+    const { response } = await api(
+      `/models/${encodeURIComponent(model.name)}/explain?format=png${chosen}`, imagePost());
+    if (image.src) URL.revokeObjectURL(image.src);
+    const loaded = new Promise((resolve) => { image.onload = resolve; image.onerror = resolve; });
+    image.src = URL.createObjectURL(await response.blob());
+    const label = response.headers.get("X-Class-Label");
+    const score = parseFloat(response.headers.get("X-Class-Score"));
+    image.alt = `${model.name}: where it looked for class ${label}`;
+    note.textContent = `class ${label}, p = ${score.toFixed(3)} · Grad-CAM at ` +
+      `${response.headers.get("X-Explain-Layer")} · server ` +
+      `${serverMilliseconds(response).toFixed(1)} ms`;
+    await loaded;
+    card.dataset.overlay = image.naturalWidth > 0 ? "loaded" : "failed";
+    card.dataset.overlayClass = label;
+  } catch (error) {
+    card.dataset.overlay = "failed";
+    note.textContent = error.message;
+  }
 }
 
 async function showLayer(model, layer, card) {

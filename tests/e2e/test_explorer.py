@@ -73,6 +73,10 @@ def _cards(driver) -> dict[str, dict]:
             layers: figures.map((f) => f.dataset.layer),
             loaded: figures.map((f) => f.dataset.loaded === "true"
               && f.querySelector("img.grid").naturalWidth > 0),
+            overlay: card.dataset.overlay || null,
+            overlayClass: card.dataset.overlayClass || null,
+            overlayWidth: card.querySelector("img.overlay").naturalWidth,
+            classes: card.querySelectorAll(".class-picker option").length,
           };
         }
         return cards;
@@ -120,6 +124,9 @@ def test_a_digit_through_every_model_in_the_browser(
         assert card["facts"].startswith(f"bridge: {bridges[name]} · ")
         assert "parameters" in card["facts"] and "held-out accuracy" in card["facts"]
         assert card["layers"] and all(card["loaded"]), (name, card)
+        # Where it looked: the overlay of its top class beside the bars, and a class picker.
+        assert card["overlay"] == "loaded" and card["overlayWidth"] >= 2 * 28, (name, card)
+        assert card["overlayClass"] == expected[name] and card["classes"] == 11
 
     shot = Image.open(tmp_path / "explorer.png")
     assert shot.size[0] >= 1000 and np.asarray(shot.convert("L")).std() > 10  # not blank
@@ -159,6 +166,18 @@ def test_channel_paging_and_a_drawn_digit(browser, server) -> None:
     )
     assert not browser.find_element("css selector", f"{conv1} .prev").get_attribute("disabled")
     assert browser.find_element("css selector", f"{conv1} .next").get_attribute("disabled")
+
+    # Another class in the picker: the overlay is fetched again, for that class.
+    from selenium.webdriver.support.ui import Select
+
+    picker = Select(browser.find_element("css selector", "article.model .class-picker"))
+    wanted = "4" if cards["gap"]["top"] != "4" else "5"
+    picker.select_by_visible_text(wanted)
+    _wait_for(
+        browser,
+        "const c = document.querySelector('article.model');"
+        f"return c.dataset.overlay === 'loaded' && c.dataset.overlayClass === '{wanted}'",
+    )
 
 
 def test_the_page_is_self_contained(client) -> None:
