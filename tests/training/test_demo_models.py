@@ -38,3 +38,39 @@ def test_report_has_a_row_per_model(demo_repository) -> None:
         assert len(cells) == 10
         assert float(cells[4]) >= 0.90  # accuracy
         assert float(cells[7]) > 0 and float(cells[8]) > 0  # latency at batch 1 and 32
+
+
+def test_report_says_where_each_bridge_looks_when_digits_move(demo_repository) -> None:
+    report = (demo_repository / "REPORT.md").read_text()
+    section = report.split("## Where each bridge looks", 1)[1]
+    kept = {}
+    for name in VARIANTS:
+        row = next(line for line in section.splitlines() if line.startswith(f"| {name} |"))
+        cells = [cell.strip() for cell in row.strip("|").split("|")]
+        assert len(cells) == 8
+        moves, accuracy, shifted = float(cells[2]), float(cells[3]), float(cells[4])
+        assert 0 < moves < 8  # the heatmap follows a digit moved 4 px, roughly
+        assert 0 <= shifted <= accuracy
+        assert float(cells[6]) > 0 and float(cells[7]) > 0  # explain latency at batch 1 and 32
+        kept[name] = shifted / accuracy
+    verdict = next(line for line in section.splitlines() if line.startswith("Flatten keeps"))
+    holds = kept["flatten"] < np.mean(
+        [kept[n] for n in ("gap", "gmp", "residual_gap")] + [kept["global_context"]]
+    )
+    assert verdict.endswith(("holds here.",) if holds else ("does not hold here.",))
+
+
+def test_shifting_pads_and_crops_like_an_independent_implementation() -> None:
+    from training.report import centre_x, shift_images
+
+    rng = np.random.default_rng(3)
+    images = rng.integers(1, 256, (20, 9, 7, 1), dtype=np.uint8)
+    dx, dy = rng.integers(-4, 5, 20), rng.integers(-4, 5, 20)
+    moved = shift_images(images, dx, dy)
+    for image, out, x, y in zip(images, moved, dx, dy, strict=True):
+        padded = np.pad(image, ((4, 4), (4, 4), (0, 0)))  # zeros around, then a window
+        expected = padded[4 - y : 4 - y + 9, 4 - x : 4 - x + 7]
+        np.testing.assert_array_equal(out, expected)
+    heatmaps = np.zeros((2, 5, 5))
+    heatmaps[0, 2, 3] = 1.0
+    assert centre_x(heatmaps)[0] == 3.0 and np.isnan(centre_x(heatmaps)[1])
