@@ -8,6 +8,10 @@ from typing import Any
 class ApiError(Exception):
     """An error a client can fix; ``message`` says what was wrong and how to fix it."""
 
+    # The TF Serving and KServe namespaces answer a client's 415 and 422 as 400, their own
+    # convention, unless the error keeps its status in every namespace.
+    keeps_status = False
+
     def __init__(
         self,
         status: int,

@@ -93,7 +93,12 @@ class InferenceCall:
 
     async def __aexit__(self, kind: type[BaseException] | None, error: Any, _: object) -> None:
         await self._resources.aclose()
-        if isinstance(error, ApiError) and self.protocol and error.status in (415, 422):
+        if (
+            isinstance(error, ApiError)
+            and self.protocol
+            and error.status in (415, 422)
+            and not error.keeps_status
+        ):
             error.status = 400
         if kind is None:
             self._count(200)
@@ -239,7 +244,9 @@ def engine_errors(name: str, timeout_source: str = "") -> Iterator[None]:
     try:
         yield
     except NoExplanationsError as error:  # the model is fine; its export is older than the ask
-        raise unprocessable(str(error), fix="make models") from None
+        missing = unprocessable(str(error), fix="make models")
+        missing.keeps_status = True  # 422 in every namespace: no request could succeed
+        raise missing from None
     except (ModelNotFoundError, UnknownSignatureError) as error:
         raise not_found(str(error)) from None
     except ModelNotReadyError as error:

@@ -340,7 +340,7 @@ def test_an_old_export_gets_422_and_keeps_serving(odd_models, digits) -> None:
         v1 = client.post(
             "/v1/models/gap_old:explain", json={"instances": [digits.test.images[0].tolist()]}
         )
-        assert v1.status_code == 400 and "make models" in v1.json()["error"]
+        assert v1.status_code == 422 and "make models" in v1.json()["error"]
         v2 = client.post(
             "/v2/models/gap_old/infer",
             json={
@@ -355,7 +355,7 @@ def test_an_old_export_gets_422_and_keeps_serving(odd_models, digits) -> None:
                 "outputs": [{"name": "heatmap"}],
             },
         )
-        assert v2.status_code == 400 and "make models" in v2.json()["error"]
+        assert v2.status_code == 422 and "make models" in v2.json()["error"]
         assert (
             client.post("/models/gap_old/classify", content=image, headers=RAW).status_code == 200
         )
