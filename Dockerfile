@@ -23,7 +23,9 @@ RUN case "$VARIANT" in \
         gpu) extras=serve,gpu ;; \
         *) echo "VARIANT must be cpu or gpu, not $VARIANT" >&2; exit 1 ;; \
     esac \
-    && pip install ".[$extras]"
+    && pip install ".[$extras]" \
+    # The gRPC messages, generated into the installed package for its protobuf runtime.
+    && cd / && python -m service.rpc.build
 
 FROM build AS trainer-build
 RUN pip install ".[train]"
@@ -53,7 +55,7 @@ COPY --from=build /opt/venv /opt/venv
 RUN useradd --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin convbridge
 COPY --from=models --chown=10001:10001 /models /models
 USER 10001
-EXPOSE 8000
+EXPOSE 8000 8500
 HEALTHCHECK --interval=10s --timeout=5s --start-period=90s --retries=3 \
     CMD ["python", "-m", "service.healthcheck"]
 # The same entrypoint as `make serve`.

@@ -16,7 +16,13 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[serve,train,test,dev]"
 	touch $(STAMP)
 
-install: $(STAMP)
+# The gRPC messages, generated for the protobuf runtime just installed (never committed).
+PROTOS := $(wildcard service/rpc/protos/*.proto)
+GENERATED := $(patsubst service/rpc/protos/%.proto,service/rpc/%_pb2.py,$(PROTOS))
+$(GENERATED) &: $(PROTOS) $(STAMP)
+	$(PY) -m service.rpc.build
+
+install: $(STAMP) $(GENERATED)
 
 # Trains and exports all six variants on the offline digits (a new version of each).
 models: install

@@ -56,6 +56,10 @@ class ServerProcess:
     ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        if module == "service":  # its own gRPC port too: never another server's 8500
+            env = {"CONVBRIDGE_GRPC_PORT": str(free_port()), **env}
+        self.grpc_port = int(env.get("CONVBRIDGE_GRPC_PORT", "0"))
+        self.grpc_target = f"127.0.0.1:{self.grpc_port}"
         self.ready_path = ready_path
         self.log_path = log_path
         self._log = open(log_path, "wb")  # closed in stop()

@@ -23,7 +23,14 @@ def main(argv: list[str] | None = None) -> int:
         "--host", default="127.0.0.1", help="address to bind (0.0.0.0 in containers)"
     )
     parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument(
+        "--grpc-port",
+        type=int,
+        help="gRPC port (default: CONVBRIDGE_GRPC_PORT, else 8500); 0 turns gRPC off",
+    )
     args = parser.parse_args(argv)
+    if args.grpc_port is not None:  # the front ends read it from their environment
+        os.environ["CONVBRIDGE_GRPC_PORT"] = str(args.grpc_port)
 
     from service.logs import configure_logging
     from service.settings import Settings, describe_errors
@@ -62,8 +69,9 @@ def _serve_in_one_process(settings: Settings, host: str, port: int) -> int:
     # into a normal exit, status 0, which orchestrators read as a clean stop.
     signal.signal(signal.SIGTERM, lambda signum, frame: None)
     # uvicorn's own workers would each hold a copy of every model: the split shares one.
+    grpc = (host, settings.grpc_port) if settings.grpc_port else None
     uvicorn.run(
-        create_app(settings, runtime=runtime),
+        create_app(settings, runtime=runtime, grpc_address=grpc),
         host=host,
         port=port,
         loop="uvloop",

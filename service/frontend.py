@@ -1,8 +1,8 @@
 """python -m service.frontend: one HTTP front end of the split (started by the supervisor).
 
-It parses HTTP, validates, decodes images and encodes answers; the executor process runs the
-models. Every front end binds the same port with SO_REUSEPORT, so the kernel spreads new
-connections over them.
+It parses HTTP (and gRPC, on CONVBRIDGE_GRPC_PORT), validates, decodes images and encodes
+answers; the executor process runs the models. Every front end binds the same ports with
+SO_REUSEPORT, so the kernel spreads new connections over them.
 """
 
 from __future__ import annotations
@@ -43,7 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings()
     configure_logging(settings.log_format, settings.log_level)
     engine = RemoteEngine(settings, args.socket, args.arena)
-    app = create_app(settings, Metrics(process=False), engine=engine)
+    grpc = (args.host, settings.grpc_port) if settings.grpc_port else None
+    app = create_app(settings, Metrics(process=False), engine=engine, grpc_address=grpc)
     sock = listening_socket(args.host, args.port)
     sock.listen(2048)
     config = uvicorn.Config(

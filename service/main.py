@@ -37,9 +37,17 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     # Models load in the background, so /healthz answers at once and /readyz reports progress.
     starting = asyncio.create_task(context.engine.start(), name="load-models")
     await context.engine.attached()  # a front end: the executor's first snapshot
+    grpc_server = None
+    address: tuple[str, int] | None = app.state.grpc_address
+    if address is not None:
+        from service.rpc import server as rpc
+
+        grpc_server = await rpc.start(context, *address)
     try:
         yield
     finally:
+        if grpc_server is not None:
+            await rpc.stop(grpc_server)
         starting.cancel()
         await context.engine.close()
         context.decoder.shutdown(wait=False, cancel_futures=True)
@@ -50,10 +58,12 @@ def create_app(
     metrics: Metrics | None = None,
     runtime: Runtime | None = None,
     engine: EngineLike | None = None,
+    grpc_address: tuple[str, int] | None = None,
 ) -> FastAPI:
     """The app; models load in its lifespan, never at import.
 
     ``engine``: the executor's client in a front end; by default, an engine in this process.
+    ``grpc_address``: (host, port) to serve gRPC on, beside HTTP, from the same lifespan.
     """
     settings = settings or Settings()
     metrics = metrics or Metrics()
@@ -65,6 +75,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.convbridge = AppContext(settings, metrics, engine)
+    app.state.grpc_address = grpc_address
     install_error_handlers(app)
     # Innermost: the classify route's shortcut past the router (see hot_path.py).
     app.add_middleware(ClassifyHotPath)

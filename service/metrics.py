@@ -83,10 +83,19 @@ class Metrics:
             buckets=BATCH_BUCKETS,
             registry=registry,
         )
+        self.grpc_duration = Histogram(
+            "grpc_request_duration_seconds",
+            "gRPC call duration by service, method and status code.",
+            ["service", "method", "code"],
+            namespace=NAMESPACE,
+            buckets=LATENCY_BUCKETS,
+            registry=http_registry,
+        )
         self.requests = Counter(
             "requests",
-            "Inference requests by outcome: ok, client_error, unavailable, timeout, error.",
-            ["model", "endpoint", "outcome"],
+            "Inference requests by outcome (ok, client_error, unavailable, timeout, error) and "
+            "protocol (rest, grpc).",
+            ["model", "endpoint", "outcome", "protocol"],
             namespace=NAMESPACE,
             registry=http_registry,
         )
@@ -132,7 +141,7 @@ class Metrics:
 
     @property
     def _http_families(self) -> list[Collector]:
-        return [self.http_duration, self.inference_duration, self.requests]
+        return [self.http_duration, self.grpc_duration, self.inference_duration, self.requests]
 
     def observe_stage(self, model: str, version: int, stage: str, seconds: float) -> None:
         self.inference_duration.labels(model, str(version), stage).observe(seconds)

@@ -63,6 +63,16 @@ class Settings(BaseSettings):
     api_token: SecretStr | None = Field(
         None, description="when set, every route but health and metrics needs this bearer token"
     )
+    grpc_port: int = Field(
+        8500,
+        ge=0,
+        le=65535,
+        description="gRPC port (TF Serving's and KServe v2's services, grpc.health.v1) on the "
+        "HTTP host; 0 turns gRPC off",
+    )
+    grpc_max_concurrent_streams: int = Field(
+        256, ge=1, description="gRPC calls one connection may have open at once"
+    )
     cors_origins: list[str] = Field(default_factory=list, description="allowed CORS origins")
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["debug", "info", "warning", "error"] = "info"

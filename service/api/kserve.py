@@ -5,19 +5,11 @@ from __future__ import annotations
 
 import asyncio
 
-import numpy as np
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from convbridge.card import ModelCard
-from convbridge.signatures import (
-    CLASS_INDEX,
-    CLASSIFY,
-    EXPLAIN,
-    FEATURE_MAPS,
-    HEATMAP,
-    PROBABILITIES,
-)
+from convbridge.signatures import CLASSIFY
 from service.api.deps import ModelName, app_context, parse_version
 from service.api.openapi import KSERVE_INFER, PROTOCOL_ERRORS
 from service.api.outline import InferenceCall, engine_errors
@@ -106,11 +98,10 @@ async def infer(request: Request, name: ModelName, version: str | None = None) -
         limit = call.context.settings.max_images_per_request
         parsed = await call.parse(_parse, await request.body(), header, lease.model.card, limit)
         # Run the signatures the requested outputs come from, all at once when several are.
-        names = {output.name for output in parsed.outputs}
         runs = await asyncio.gather(
             *(
                 call.run(parsed.images, signature, extra)
-                for signature, extra in _signatures(names, parsed)
+                for signature, extra in kserve.signatures_for(parsed)
             )
         )
         outputs = {name: value for run in runs for name, value in run.outputs.items()}
@@ -122,20 +113,6 @@ async def infer(request: Request, name: ModelName, version: str | None = None) -
         response = Response(content, media_type="application/octet-stream")
         response.headers[kserve.HEADER_LENGTH] = str(length)
         return call.respond(response)
-
-
-def _signatures(
-    names: set[str], parsed: kserve.InferRequest
-) -> list[tuple[str, dict[str, np.ndarray] | None]]:
-    """The signatures that compute the outputs ``names``, with their extra inputs."""
-    signatures: list[tuple[str, dict[str, np.ndarray] | None]] = []
-    if PROBABILITIES in names:
-        signatures.append((CLASSIFY, None))
-    if names - {PROBABILITIES, HEATMAP}:
-        signatures.append((FEATURE_MAPS, None))
-    if HEATMAP in names:
-        signatures.append((EXPLAIN, {CLASS_INDEX: parsed.classes}))
-    return signatures
 
 
 def _parse(

@@ -19,6 +19,7 @@ import math
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AsyncExitStack, contextmanager
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import numpy as np
@@ -61,6 +62,15 @@ T = TypeVar("T")
 TIMEOUT_HEADER = "X-Request-Timeout-Ms"
 
 
+@dataclass(frozen=True)
+class Caller:
+    """A call that did not come as an HTTP request (gRPC): the app's context, and the one
+    header an inference call reads (``X-Request-Timeout-Ms``, from the call's deadline)."""
+
+    context: AppContext
+    headers: Mapping[str, str]
+
+
 class InferenceCall:
     """One inference request from its route to its answer; an async context manager.
 
@@ -68,8 +78,11 @@ class InferenceCall:
     ``protocol=True`` (TF Serving, KServe) answers 400 where the native API says 415 or 422.
     """
 
-    def __init__(self, request: Request, name: str, endpoint: str, protocol: bool = False):
-        self.context: AppContext = app_context(request)
+    def __init__(self, request: Request | Caller, name: str, endpoint: str, protocol: bool = False):
+        if isinstance(request, Caller):
+            self.context, self.transport = request.context, "grpc"
+        else:
+            self.context, self.transport = app_context(request), "rest"
         self.name, self.endpoint, self.protocol = name, endpoint, protocol
         self.started = time.monotonic()
         self.timeout = self.context.settings.request_timeout_s
@@ -84,7 +97,7 @@ class InferenceCall:
     async def __aenter__(self) -> InferenceCall:
         try:
             self.timeout, self.timeout_source = request_timeout(
-                self._request, self.context.settings.request_timeout_s
+                self._request.headers, self.context.settings.request_timeout_s
             )
         except ApiError as error:
             self._count(error.status)
@@ -200,13 +213,18 @@ class InferenceCall:
 
     def respond(self, response: Response) -> Response:
         """The answer, with the stage timings in its headers and in the metrics."""
+        timings = self.finish()
+        response.headers["Server-Timing"] = server_timing(timings)
+        response.headers["X-Model-Version"] = str(self._held().model.version)
+        return response
+
+    def finish(self) -> dict[str, float]:
+        """The stage timings, recorded in the metrics: the answer is ready."""
         timings = self.timings()
         model = self._held().model
-        response.headers["Server-Timing"] = server_timing(timings)
-        response.headers["X-Model-Version"] = str(model.version)
         for stage, seconds in timings.items():
             self.context.metrics.observe_stage(model.name, model.version, stage, seconds)
-        return response
+        return timings
 
     def _held(self) -> LeaseLike:
         assert self.lease is not None, "reserve a model first"
@@ -220,7 +238,9 @@ class InferenceCall:
     def _count(self, status: int) -> None:
         """Count a request for a model that exists (unknown names would make labels unbounded)."""
         if self.context.engine.knows(self.name):
-            self.context.metrics.requests.labels(self.name, self.endpoint, outcome_of(status)).inc()
+            self.context.metrics.requests.labels(
+                self.name, self.endpoint, outcome_of(status), self.transport
+            ).inc()
 
 
 def _image_error(index: int, upload: Upload, function: Callable[..., T], *args: Any) -> T:
@@ -270,12 +290,12 @@ def outcome_of(status: int) -> str:
     )
 
 
-def request_timeout(request: Request, limit: float) -> tuple[float, str]:
+def request_timeout(headers: Mapping[str, str], limit: float) -> tuple[float, str]:
     """The request's time budget in seconds, and where it came from.
 
     ``X-Request-Timeout-Ms`` may shorten the server's ``request_timeout_s``, never lengthen it.
     """
-    text = request.headers.get(TIMEOUT_HEADER)
+    text = headers.get(TIMEOUT_HEADER)
     if text is None:
         return limit, f"{limit:g} s, the server's request_timeout_s"
     try:

@@ -11,7 +11,14 @@ import numpy as np
 import orjson
 
 from convbridge.card import ModelCard
-from convbridge.signatures import CLASS_INDEX, EXPLAIN, HEATMAP, PROBABILITIES
+from convbridge.signatures import (
+    CLASS_INDEX,
+    CLASSIFY,
+    EXPLAIN,
+    FEATURE_MAPS,
+    HEATMAP,
+    PROBABILITIES,
+)
 from service.codecs.scores import top_k
 from service.codecs.tensors import pixels_from_values
 from service.errors import bad_request
@@ -220,24 +227,52 @@ def _requested_outputs(spec: Any, card: ModelCard, binary_default: bool) -> list
     return outputs
 
 
-def encode_response(
+def signatures_for(request: InferRequest) -> list[tuple[str, dict[str, np.ndarray] | None]]:
+    """The signatures that compute the requested outputs, with their extra inputs."""
+    names = {output.name for output in request.outputs}
+    signatures: list[tuple[str, dict[str, np.ndarray] | None]] = []
+    if PROBABILITIES in names:
+        signatures.append((CLASSIFY, None))
+    if names - {PROBABILITIES, HEATMAP}:
+        signatures.append((FEATURE_MAPS, None))
+    if HEATMAP in names:
+        signatures.append((EXPLAIN, {CLASS_INDEX: request.classes}))
+    return signatures
+
+
+def output_tensors(
     request: InferRequest, results: dict[str, np.ndarray], card: ModelCard
-) -> tuple[bytes, int | None]:
-    """The response body, and the JSON header's length when binary data follows it."""
-    tensors, chunks = [], []
+) -> list[tuple[RequestedOutput, str, np.ndarray]]:
+    """Each requested output as (request, datatype, values): FP32, or BYTES top-k strings."""
+    tensors = []
     for output in request.outputs:
         values = results[output.name]
         if output.classification:
             datatype, values = "BYTES", _classify(values, output.classification, card.classes)
         else:
             datatype, values = "FP32", values.astype(np.float32, copy=False)
+        tensors.append((output, datatype, values))
+    return tensors
+
+
+def raw_tensor(datatype: str, values: np.ndarray) -> bytes:
+    """A tensor's bytes in the binary extension's (and gRPC raw contents') form."""
+    return bytes_tensor(values) if datatype == "BYTES" else values.astype("<f4").tobytes()
+
+
+def encode_response(
+    request: InferRequest, results: dict[str, np.ndarray], card: ModelCard
+) -> tuple[bytes, int | None]:
+    """The response body, and the JSON header's length when binary data follows it."""
+    tensors, chunks = [], []
+    for output, datatype, values in output_tensors(request, results, card):
         tensor: dict[str, Any] = {
             "name": output.name,
             "datatype": datatype,
             "shape": list(values.shape),
         }
         if output.binary:
-            raw = _bytes_tensor(values) if datatype == "BYTES" else values.tobytes()
+            raw = raw_tensor(datatype, values)
             tensor["parameters"] = {"binary_data_size": len(raw)}
             chunks.append(raw)
         else:
@@ -265,7 +300,7 @@ def _classify(probabilities: np.ndarray, k: int, classes: tuple[str, ...]) -> np
     return np.array(rows, dtype=object)
 
 
-def _bytes_tensor(values: np.ndarray) -> bytes:
+def bytes_tensor(values: np.ndarray) -> bytes:
     """Triton's BYTES wire form: each element as a 4-byte little-endian length and its bytes."""
     parts = []
     for item in values.ravel():

@@ -219,11 +219,24 @@ def test_metrics_move_by_the_right_amounts(client, png) -> None:
         return value(after, name, **labels) - value(before, name, **labels)
 
     assert (
-        delta("convbridge_requests_total", model="gmp", endpoint="classify", outcome="ok")
+        delta(
+            "convbridge_requests_total",
+            model="gmp",
+            endpoint="classify",
+            outcome="ok",
+            protocol="rest",
+        )
         == requests
     )
     assert (
-        delta("convbridge_requests_total", model="gmp", endpoint="feature_maps", outcome="ok") == 1
+        delta(
+            "convbridge_requests_total",
+            model="gmp",
+            endpoint="feature_maps",
+            outcome="ok",
+            protocol="rest",
+        )
+        == 1
     )
     for stage in ("decode", "queue", "compute", "encode"):
         assert (

@@ -75,6 +75,7 @@ def test_a_shorter_deadline_header_answers_504_on_every_api_without_running_the_
     requests = "convbridge_requests_total"
     for endpoint in ("classify", "feature_maps"):
         labels = {"model": "residual_gap", "endpoint": endpoint, "outcome": "timeout"}
+        labels["protocol"] = "rest"
         assert value(after, requests, **labels) - value(before, requests, **labels) == 1
     # A generous budget changes nothing.
     fine = client.post(

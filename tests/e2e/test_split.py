@@ -140,7 +140,14 @@ def test_one_metrics_page_counts_every_front_end(split: ServerProcess, digits) -
         return value(after, name, **labels) - value(before, name, **labels)
 
     assert (
-        rise("convbridge_requests_total", model="gap", endpoint="classify", outcome="ok") == count
+        rise(
+            "convbridge_requests_total",
+            model="gap",
+            endpoint="classify",
+            outcome="ok",
+            protocol="rest",
+        )
+        == count
     )
     route = {"method": "POST", "route": "/models/{name}/classify", "status": "200"}
     assert rise("convbridge_http_request_duration_seconds_count", **route) == count

@@ -89,7 +89,12 @@ def test_failed_models_are_reported_and_the_others_serve(mixed_repository, digit
     assert (
         registry.get_sample_value(
             "convbridge_requests_total",
-            {"model": "broken", "endpoint": "classify", "outcome": "unavailable"},
+            {
+                "model": "broken",
+                "endpoint": "classify",
+                "outcome": "unavailable",
+                "protocol": "rest",
+            },
         )
         == 1
     )
