@@ -2,8 +2,9 @@
 
 For each model: the SavedModel called in process (the ceiling), a bare FastAPI route (the
 most a Python front end can answer), the naive one-call-per-request server, and convbridge
-with 1 and 2 front ends, at several concurrencies, all in one run on this machine. The
-report's ratios are the throughput targets; see README.md for the latest table.
+with 1 and 2 front ends, at several concurrencies, all in one run on this machine; for `gap`,
+also gRPC beside REST from one asyncio client (benchmarks/protocols.py). The report's ratios
+are the throughput targets; see README.md for the latest table.
 """
 
 from __future__ import annotations
@@ -22,9 +23,14 @@ from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import numpy as np  # noqa: E402
+
+from benchmarks.protocols import measure_protocols  # noqa: E402
 from benchmarks.servers import ROOT, ServerProcess  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
+PROTOCOL_VARIANTS = ("gap",)  # gRPC beside REST: the light model, where the transport shows
+PROTOCOL_LEVELS = [1, 32]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -118,15 +124,33 @@ def measure_variant(args: argparse.Namespace, variant: str, workdir: Path) -> di
     for row in ceiling:
         print(f"  batch {row['batch']:<3} {row['images_per_second']:8.1f} images/s", flush=True)
     runs = {}
+    protocols: dict[str, Any] = {}
     front_ends = [int(count) for count in args.front_ends.split(",")]
-    for name, (server, path) in servers_for(variant, model_path, front_ends, workdir).items():
+    servers = servers_for(variant, model_path, front_ends, workdir)
+    last = [name for name in servers if name.startswith("convbridge")][-1]
+    for name, (server, path) in servers.items():
         try:
             server.wait_ready()
             print(f"{name} over HTTP ({server.url}{path}):", flush=True)
             runs[name] = load_levels(server, path, body, levels, args.seconds, workdir)
+            if name == last and variant in PROTOCOL_VARIANTS:
+                print(f"{name}, REST and gRPC from one asyncio client:", flush=True)
+                protocols = {
+                    "server": name,
+                    "runs": measure_protocols(
+                        server, variant, pixels(body), PROTOCOL_LEVELS, args.seconds
+                    ),
+                }
         finally:
             server.stop()
-    return {"variant": variant, "ceiling": ceiling, "runs": runs}
+    return {"variant": variant, "ceiling": ceiling, "runs": runs, "protocols": protocols}
+
+
+def pixels(body: Path) -> np.ndarray:
+    """The benchmark PNG's pixels, as a client that decodes it itself would send them."""
+    from PIL import Image
+
+    return np.asarray(Image.open(body).convert("RGB"), dtype=np.uint8)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -58,8 +58,32 @@ def _comparison(comparison: dict[str, Any], checks: list[str]) -> list[str]:
                 f"{run['wrk_cpu']:.0%} |"
             )
     lines.append("")
+    lines += _protocols(comparison.get("protocols") or {})
     _check(comparison, batch32, naive, checks)
     return lines
+
+
+def _protocols(protocols: dict[str, Any]) -> list[str]:
+    """gRPC beside REST, one asyncio client, ratios against REST at the same concurrency."""
+    runs = protocols.get("runs", [])
+    if not runs:
+        return []
+    rest = {run["concurrency"]: run for run in runs if run["protocol"].startswith("REST")}
+    lines = [
+        f"REST and gRPC from one asyncio client (aiohttp, grpc.aio) against {protocols['server']}"
+        " (its CPU caps every row alike; compare rows, not with wrk's):",
+        "",
+        "| protocol | c | req/s | p50 ms | p99 ms | errors | vs REST |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for run in runs:
+        base = rest.get(run["concurrency"])
+        versus = f"{run['throughput'] / base['throughput']:.2f}x" if base else "-"
+        lines.append(
+            f"| {run['protocol']} | {run['concurrency']} | {run['throughput']:,.0f} | "
+            f"{run['p50_ms']:.2f} | {run['p99_ms']:.2f} | {run['errors']} | {versus} |"
+        )
+    return [*lines, ""]
 
 
 def _check(
