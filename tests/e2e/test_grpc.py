@@ -6,6 +6,9 @@ Answers are checked against the REST API on the same pixels and the SavedModel i
 
 from __future__ import annotations
 
+import json
+import shutil
+
 import grpc
 import httpx
 import numpy as np
@@ -21,6 +24,7 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
+from convbridge.layout import card_path
 from tests.conftest import start_server
 from tests.metrics import samples, value
 
@@ -265,13 +269,18 @@ def test_health_follows_readiness_and_metrics_count_grpc(server, channel, client
     assert value(after, calls, **call) - value(before, calls, **call) >= 3
 
 
-def test_a_token_is_required_as_metadata(gap_repository, tmp_path) -> None:
+def test_a_token_is_required_and_a_failed_model_is_unavailable(gap_repository, tmp_path) -> None:
+    """A server with a token, serving `gap` beside `broken`, whose SavedModel cannot load."""
+    root = tmp_path / "models"
+    shutil.copytree(gap_repository / "gap", root / "gap")
+    shutil.copytree(gap_repository / "gap" / "1", root / "broken" / "1")
+    card = json.loads(card_path(root / "broken" / "1").read_text())
+    card_path(root / "broken" / "1").write_text(json.dumps({**card, "name": "broken"}))
+    (root / "broken" / "1" / "saved_model.pb").write_bytes(b"not a protobuf")
     instance = start_server(
-        gap_repository,
-        tmp_path / "server.log",
-        CONVBRIDGE_API_TOKEN="s3cret",
-        CONVBRIDGE_WORKERS="1",
+        root, tmp_path / "server.log", CONVBRIDGE_API_TOKEN="s3cret", CONVBRIDGE_WORKERS="1"
     )
+    token = [("authorization", "Bearer s3cret")]
     try:
         instance.wait_ready()
         with grpc.insecure_channel(instance.grpc_target) as secured:
@@ -284,13 +293,18 @@ def test_a_token_is_required_as_metadata(gap_repository, tmp_path) -> None:
             with pytest.raises(grpc.RpcError) as caught:
                 stub.Predict(request, timeout=30, metadata=[("authorization", "Bearer wrong")])
             assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
-            answer = stub.Predict(
-                request, timeout=30, metadata=[("authorization", "Bearer s3cret")]
-            )
+            answer = stub.Predict(request, timeout=30, metadata=token)
             assert "probabilities" in answer.outputs
             health = health_pb2_grpc.HealthStub(secured).Check(
                 health_pb2.HealthCheckRequest(), timeout=10
             )
             assert health.status == health_pb2.HealthCheckResponse.SERVING  # probes need none
+            # A model that failed to load: UNAVAILABLE (REST's 503), the others serve on.
+            broken = _predict("broken", np.zeros((1, 28, 28, 1), np.uint8))
+            with pytest.raises(grpc.RpcError) as caught:
+                stub.Predict(broken, timeout=30, metadata=token)
+            assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert "broken" in caught.value.details()
+            assert "probabilities" in stub.Predict(request, timeout=30, metadata=token).outputs
     finally:
         assert instance.stop() == 0
