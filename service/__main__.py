@@ -63,6 +63,7 @@ def _serve_in_one_process(settings: Settings, host: str, port: int) -> int:
     import uvicorn
 
     from service.main import create_app
+    from service.web.protocol import server_options
 
     # On SIGTERM uvicorn stops accepting, drains in-flight requests (and the lifespan drains
     # the batch queues), then re-raises the signal. A no-op handler underneath turns that
@@ -75,10 +76,10 @@ def _serve_in_one_process(settings: Settings, host: str, port: int) -> int:
         host=host,
         port=port,
         loop="uvloop",
-        http="httptools",
         workers=1,
         log_level=settings.log_level,
         timeout_graceful_shutdown=30,
+        **server_options(settings),  # httptools with head limits, connection limits
     )
     return 0
 

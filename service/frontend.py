@@ -39,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     from service.main import create_app
     from service.metrics import Metrics
     from service.settings import Settings
+    from service.web.protocol import server_options
 
     settings = Settings()
     configure_logging(settings.log_format, settings.log_level)
@@ -50,9 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     config = uvicorn.Config(
         app,
         loop="uvloop",
-        http="httptools",
         log_level=settings.log_level,
         timeout_graceful_shutdown=30,
+        **server_options(settings),  # httptools with head limits, connection limits
     )
     # uvicorn drains in-flight requests on SIGTERM, then re-raises the signal: a no-op handler
     # underneath turns that into a normal exit.

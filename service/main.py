@@ -11,7 +11,7 @@ from importlib.metadata import version
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from service.api import ROUTERS
+from service.api import ROUTERS, docs
 from service.api.deps import AppContext
 from service.api.explain import EXPLAIN_HEADERS
 from service.api.explorer import static_files
@@ -69,6 +69,8 @@ def create_app(
     metrics = metrics or Metrics()
     engine = engine or Engine(settings, metrics, runtime)
     app = FastAPI(
+        docs_url=None,  # served by api/docs.py from the package's own assets
+        redoc_url=None,
         title="convbridge",
         version=version("convbridge"),
         description="Classification and intermediate feature maps of Keras CNNs over HTTP.",
@@ -95,9 +97,15 @@ def create_app(
                 *EXPLAIN_HEADERS,
             ],
         )
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=settings.max_body_bytes,
+        timeout_s=settings.body_timeout_s,
+        min_rate=settings.body_min_bytes_per_s,
+    )
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     for router in ROUTERS:
         app.include_router(router)
     app.mount("/static", static_files(), name="static")
+    app.mount(docs.PREFIX, docs.assets(), name="docs-assets")
     return app

@@ -49,6 +49,31 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="largest request body")
     max_image_pixels: int = Field(25_000_000, ge=64, description="largest decoded image, pixels")
     max_images_per_request: int = Field(64, ge=1, description="images in one classify request")
+    body_timeout_s: float = Field(
+        30.0, gt=0, le=3600, description="a request body must arrive within this; then 408"
+    )
+    body_min_bytes_per_s: int = Field(
+        1024,
+        ge=0,
+        description="slowest body accepted, after a 2 s grace: slower uploads get 408 (0: off)",
+    )
+    header_timeout_s: float = Field(
+        10.0, gt=0, le=600, description="a request's line and headers must arrive within this"
+    )
+    keep_alive_timeout_s: float = Field(
+        5.0, gt=0, le=600, description="an idle keep-alive connection is closed after this"
+    )
+    max_connections: int = Field(
+        1024, ge=1, description="open connections per front end; past it, 503 at once"
+    )
+    max_url_bytes: int = Field(8192, ge=256, description="longest URL; past it, 414")
+    max_header_line_bytes: int = Field(
+        8192, ge=256, description="longest header (name and value); past it, 431"
+    )
+    max_header_bytes: int = Field(
+        32768, ge=1024, description="request line and headers together; past it, 431"
+    )
+    max_header_count: int = Field(100, ge=8, description="headers in one request; past it, 431")
 
     poll_interval_s: float = Field(
         0.0, ge=0, le=3600, description="repository polling for new versions; 0 turns it off"

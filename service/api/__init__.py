@@ -4,6 +4,7 @@ from fastapi import APIRouter
 
 from service.api import (
     classify,
+    docs,
     explain,
     explorer,
     feature_maps,
@@ -23,4 +24,5 @@ ROUTERS: tuple[APIRouter, ...] = (
     tfserving.router,
     kserve.router,
     explorer.router,
+    docs.router,
 )

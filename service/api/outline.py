@@ -192,6 +192,7 @@ class InferenceCall:
                 f"the request's deadline ({self.timeout_source}) passed before model "
                 f"{self.name!r} could run it; send fewer or smaller images, or allow more time"
             )
+        lease.expect(len(images))  # the protocol routes learn their images only here
         with engine_errors(self.name, self.timeout_source):
             result = await lease.run(images, left, signature, extra)
         if not self._seconds["compute"]:

@@ -27,10 +27,10 @@ class RemoteLease:
     Entering checks what the snapshot knows (ModelNotFoundError, ModelNotReadyError,
     UnknownSignatureError, and QueueFullError while the executor says the queue is full), so
     an overloaded model refuses before the body is read. Only a version that is not loaded
-    (an older one named by the client) costs a round trip, to load it. It holds no place in
-    the executor's queue while the body arrives, only one in this front end's own bound
-    (``max_queue_images`` per queue, from admission to answer), which keeps the bodies read
-    and decoded here bounded under overload.
+    (an older one named by the client) costs a round trip, to load it. While the body
+    arrives it holds no place at all; once the request knows its images (:meth:`expect`) they
+    count against this front end's own bound (``max_queue_images`` per queue, until the
+    answer), which keeps the images decoded and waiting here bounded under overload.
     """
 
     def __init__(self, engine: RemoteEngine, name: str, version: int | None, signature: str):
@@ -57,8 +57,10 @@ class RemoteLease:
         pending = engine.pending.get(key, 0)
         if pending >= limit:  # this front end's own bound on work between admission and answer
             raise queue_full(pending, limit)
-        self._key, self._held = key, 1
-        engine.pending[key] = pending + 1
+        # No place is taken yet: a body still arriving (however slowly) holds none, so slow
+        # uploads cannot fill the queue; its images count from :meth:`expect` on.
+        self._key, self._held = key, 0
+        engine.pending.setdefault(key, 0)
         return self
 
     def _check(self, signature: str) -> None:

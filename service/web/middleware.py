@@ -1,7 +1,9 @@
-"""Pure ASGI middleware: request metrics by route template, and the request body limit."""
+"""Pure ASGI middleware: request metrics by route template, the bearer token, and the request
+body's limits in size and time."""
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import time
 
@@ -59,7 +61,7 @@ class BearerTokenMiddleware:
         if (
             scope["type"] != "http"
             or path in self.OPEN
-            or path.startswith("/static/")
+            or path.startswith(("/static/", "/docs-assets/"))
             or scope["method"] == "OPTIONS"
         ):
             await self.app(scope, receive, send)
@@ -77,11 +79,23 @@ class BearerTokenMiddleware:
 
 
 class BodyLimitMiddleware:
-    """413 before reading a body whose Content-Length is over the limit; stop reading past it."""
+    """413 before reading a body whose Content-Length is over the limit; stop reading past it.
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    Time limits too: the body must arrive within ``timeout_s``, and after a grace of
+    ``GRACE_S`` at ``min_rate`` bytes a second or faster; otherwise 408 with
+    ``Connection: close``, and whatever the request held is given back at once. Only reads of
+    the body are timed: a wait for the client's disconnect afterwards is not.
+    """
+
+    GRACE_S = 2.0
+
+    def __init__(
+        self, app: ASGIApp, max_bytes: int, timeout_s: float = 30.0, min_rate: int = 0
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.timeout_s = timeout_s
+        self.min_rate = min_rate
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -92,17 +106,47 @@ class BodyLimitMiddleware:
             await _reject(send, BodyTooLargeError(self.max_bytes))
             return
         received = 0
+        started: float | None = None
+        complete = False
+        loop = asyncio.get_running_loop()
 
         async def limited_receive() -> Message:
-            nonlocal received
-            message = await receive()
+            nonlocal received, started, complete
+            if complete:
+                return await receive()
+            now = loop.time()
+            if started is None:
+                started = now
+            try:
+                message = await asyncio.wait_for(receive(), self._allowed(started, received, now))
+            except TimeoutError:
+                raise self._too_slow(received, loop.time() - started) from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
+                complete = not message.get("more_body", False)
                 if received > self.max_bytes:
                     raise BodyTooLargeError(self.max_bytes)
             return message
 
         await self.app(scope, limited_receive, send)
+
+    def _allowed(self, started: float, received: int, now: float) -> float:
+        """Seconds the next part of the body may take: until the body deadline, or until the
+        bytes so far (and one more) fall below the minimum rate."""
+        until = started + self.timeout_s
+        if self.min_rate:
+            until = min(until, started + self.GRACE_S + (received + 1) / self.min_rate)
+        return max(0.0, until - now)
+
+    def _too_slow(self, received: int, elapsed: float) -> ApiError:
+        return ApiError(
+            408,
+            f"the request body did not arrive in time ({received:,} bytes in {elapsed:.1f} s; "
+            f"the limits are {self.timeout_s:g} s in all and {self.min_rate:,} bytes/s after "
+            f"{self.GRACE_S:g} s): send it faster, or raise CONVBRIDGE_BODY_TIMEOUT_S",
+            headers={"Connection": "close"},
+            received_bytes=received,
+        )
 
 
 def _content_length(scope: Scope) -> int | None:

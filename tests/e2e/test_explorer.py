@@ -39,6 +39,8 @@ def browser():
         "--disable-dev-shm-usage",
         "--window-size=1400,1800",
         "--no-proxy-server",
+        # The network ends at this machine: any other host fails to resolve, as offline.
+        "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
     ):
         options.add_argument(argument)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
@@ -190,3 +192,40 @@ def test_the_page_is_self_contained(client) -> None:
         assert not re.search(r"(src|href|url)\s*[=(]\s*[\"']?https?://", response.text)
     assert not re.search(r"(src|href)=\"https?://", page.text)
     assert 'href="/docs"' in page.text and 'href="/metrics"' in page.text
+
+
+def _requested_elsewhere(driver, origin: str) -> list[str]:
+    """Resources the page loaded from anywhere but ``origin``."""
+    names = driver.execute_script(
+        "return performance.getEntriesByType('resource').map((e) => e.name)"
+    )
+    return [name for name in names if not name.startswith((origin, "data:", "blob:"))]
+
+
+def test_the_api_docs_render_offline(browser, server, client) -> None:
+    """/docs (Swagger UI 5) and /redoc from the package's own assets, the network cut at
+    127.0.0.1: both render the operations, and the CSP names no other origin."""
+    page = client.get("/docs")
+    policy = page.headers["content-security-policy"]
+    assert "default-src 'self'" in policy and "http" not in policy
+    assert 'src="/docs-assets/swagger-ui-bundle.js"' in page.text and "cdn" not in page.text
+    operations = len(
+        [op for methods in client.get("/openapi.json").json()["paths"].values() for op in methods]
+    )
+
+    browser.get(server.url + "/docs")
+    _wait_for(browser, "return document.querySelectorAll('.opblock').length > 0")
+    rendered = browser.execute_script("return document.querySelectorAll('.opblock').length")
+    assert rendered == operations
+    version = browser.execute_script("return window.versions && window.versions.swaggerUi")
+    assert version is None or str(version.get("version", "5")).startswith("5")
+    assert _requested_elsewhere(browser, server.url) == []
+    severe = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    assert severe == []  # no CSP violation, no failed load
+
+    browser.get(server.url + "/redoc")
+    _wait_for(browser, "return document.querySelectorAll('[data-section-id]').length > 10")
+    assert "classify" in browser.find_element("tag name", "body").text.lower()
+    assert _requested_elsewhere(browser, server.url) == []
+    severe = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    assert severe == []
