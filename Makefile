@@ -36,8 +36,19 @@ demo-models: install
 		$(MAKE) --no-print-directory models; \
 	fi
 
-serve: demo-models
-	CONVBRIDGE_REPOSITORY=$(MODELS) $(PY) -m service --host $(HOST) --port $(PORT)
+# Serves at once. With no models yet, it trains the demo models in the background, cheapest
+# first, and the service (polling the repository) serves each as soon as it is exported.
+serve: install
+	@mkdir -p $(MODELS); poll=$${CONVBRIDGE_POLL_INTERVAL_S:-0}; \
+	if ! ls $(MODELS)/*/[0-9]*/saved_model.pb >/dev/null 2>&1; then \
+		echo "serve: no models in $(MODELS)/ yet: training the demo models in the background," \
+			"cheapest first (log: $(MODELS)/training.log); each is served once exported"; \
+		$(PY) -m training --variant all --dataset digits --quiet --out $(MODELS) \
+			> $(MODELS)/training.log 2>&1 & \
+		poll=$${CONVBRIDGE_POLL_INTERVAL_S:-2}; \
+	fi; \
+	CONVBRIDGE_REPOSITORY=$(MODELS) CONVBRIDGE_POLL_INTERVAL_S=$$poll \
+		exec $(PY) -m service --host $(HOST) --port $(PORT)
 
 # The one test command (README, CI): lint, types, then the whole suite.
 test: lint

@@ -65,6 +65,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+# `all` trains in this order (seconds each on 2 cores, digits): a service polling the
+# repository serves the first model within half a minute instead of after flatten's 40 s.
+CHEAPEST_FIRST = ("gap", "gmp", "residual_gap", "global_context", "conv_pool", "flatten")
+assert sorted(CHEAPEST_FIRST) == sorted(VARIANTS)
+
+
 def model_name(variant: str, broadcast: str) -> str:
     """global_context keeps its plain name for the default broadcast, else gains a suffix."""
     if variant == "global_context" and broadcast != "resize":
@@ -92,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     except (DatasetUnavailableError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    variants = list(VARIANTS) if args.variant == "all" else [args.variant]
+    variants = list(CHEAPEST_FIRST) if args.variant == "all" else [args.variant]
     rows = []
     for variant in variants:
         options = {"broadcast": args.broadcast} if variant == "global_context" else {}
