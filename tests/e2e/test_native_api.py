@@ -113,6 +113,42 @@ def test_reductions_match_numpy(client, direct_maps, reduce) -> None:
     np.testing.assert_allclose(values, reference[reduce], rtol=1e-5, atol=1e-7)
 
 
+def test_png_grid_is_the_npy_answer_in_viridis(client, direct_maps) -> None:
+    """The grid rebuilt from the npy answer, the way the README describes it, with
+    matplotlib's viridis: each channel scaled to its own range, cells enlarged by the largest
+    whole factor that keeps them within 112 px, ceil(sqrt(n)) columns, 2 px gaps under a 20 px
+    header line. Compared pixel by pixel."""
+    import matplotlib
+
+    image, _ = direct_maps
+    values = np.load(
+        io.BytesIO(post_maps(client, image, layers="conv1", channels="0:5", format="npy").content)
+    )
+    picture = np.asarray(
+        Image.open(
+            io.BytesIO(
+                post_maps(client, image, layers="conv1", channels="0:5", format="png").content
+            )
+        ).convert("RGB")
+    )
+    height, width, count = values.shape  # 28 x 28, 5 channels
+    scale, columns, gap, header = 112 // max(height, width), 3, 2, 20
+    viridis = matplotlib.colormaps["viridis"]
+    for channel in range(count):
+        plane = values[:, :, channel]
+        span = plane.max() - plane.min()
+        scaled = (plane - plane.min()) / span if span > 0 else np.zeros_like(plane)
+        expected = np.round(viridis(np.round(scaled * 255) / 255)[:, :, :3] * 255)
+        row, column = divmod(channel, columns)
+        top = header + gap + row * (height * scale + gap)
+        left = gap + column * (width * scale + gap)
+        cell = picture[top : top + height * scale, left : left + width * scale]
+        drawn = cell[scale // 2 :: scale, scale // 2 :: scale]  # one pixel per map value
+        assert drawn.shape == expected.shape
+        np.testing.assert_allclose(drawn, expected, atol=1)
+        assert (cell == np.repeat(np.repeat(drawn, scale, 0), scale, 1)).all()  # nearest
+
+
 def test_png_is_a_grid_of_the_stated_size(client, direct_maps) -> None:
     image, _ = direct_maps
     response = post_maps(client, image, layers="conv1,context_mix", format="png", channels="0:12")
