@@ -37,6 +37,56 @@ def compose_config(*files: str) -> dict:
     return yaml.safe_load(result.stdout)
 
 
+_DEFAULTED = re.compile(r"\$\{(\w+):-([^}]*)\}")
+
+
+def compose_environment(path: str = "docker-compose.yml") -> dict[str, str]:
+    """The api service's environment as compose resolves it with nothing set: each
+    ``${NAME:-default}`` is its default. Read with PyYAML, so no docker-compose is needed."""
+    environment = yaml.safe_load((ROOT / path).read_text())["services"]["api"]["environment"]
+    resolved = {}
+    for key, value in environment.items():
+        if value is None:  # passed through from the host's environment only when set there
+            continue
+        text = str(value)
+        assert "$" not in _DEFAULTED.sub("", text), f"{key}: only ${{NAME:-default}} is read here"
+        resolved[key] = _DEFAULTED.sub(lambda match: match[2], text)
+    return resolved
+
+
+def test_the_environment_reader_agrees_with_docker_compose(monkeypatch) -> None:
+    for name in ("CONVBRIDGE_GPU_MEMORY_LIMIT_MB", "CONVBRIDGE_API_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    resolved = compose_config("docker-compose.yml")["services"]["api"]["environment"]
+    assert compose_environment() == {
+        key: str(value) for key, value in resolved.items() if value is not None
+    }
+
+
+def test_compose_sets_every_setting(monkeypatch) -> None:
+    """Every CONVBRIDGE_* variable appears in the api's environment, with the service's own
+    default unless compose chooses another on purpose."""
+    listed = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["api"][
+        "environment"
+    ]
+    expected = {f"CONVBRIDGE_{name.upper()}" for name in Settings.model_fields}
+    assert set(listed) == expected
+    chosen = {  # compose's own choices, each for a reason its comments give
+        "CONVBRIDGE_REPOSITORY",
+        "CONVBRIDGE_WORKERS",
+        "CONVBRIDGE_LOG_FORMAT",
+        "CONVBRIDGE_POLL_INTERVAL_S",
+    }
+    resolved = compose_environment()
+    for name, field in Settings.model_fields.items():
+        key = f"CONVBRIDGE_{name.upper()}"
+        if key in chosen or key not in resolved:
+            continue
+        default = field.default if field.default_factory is None else field.default_factory()
+        monkeypatch.setenv(key, resolved[key])
+        assert getattr(Settings(), name) == default, (key, resolved[key], default)
+
+
 def dockerfile_instruction(keyword: str, stage: str = "runtime") -> str:
     """The text of the last ``keyword`` instruction in ``stage`` (continuations joined)."""
     text = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")
@@ -62,7 +112,7 @@ def test_compose_file_defines_the_stack() -> None:
 
 
 def test_compose_settings_are_valid_service_settings(monkeypatch) -> None:
-    environment = compose_config("docker-compose.yml")["services"]["api"]["environment"]
+    environment = compose_environment()
     for key, value in environment.items():
         assert key.startswith("CONVBRIDGE_")
         monkeypatch.setenv(key, str(value))
@@ -97,7 +147,7 @@ def test_the_container_command_serves_on_the_host(demo_repository, tmp_path) -> 
     args[args.index("--host") + 1] = "127.0.0.1"
     port_index = args.index("--port")
     del args[port_index : port_index + 2]  # ServerProcess picks a free port
-    environment = compose_config("docker-compose.yml")["services"]["api"]["environment"]
+    environment = compose_environment()  # no docker-compose needed to run the command
     models = tmp_path / "models"
     shutil.copytree(demo_repository / "gap", models / "gap")
     env = {k: str(v) for k, v in environment.items()} | {"CONVBRIDGE_REPOSITORY": str(models)}
