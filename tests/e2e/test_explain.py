@@ -8,9 +8,7 @@ where a moved digit sits, and a model whose weights were never trained.
 from __future__ import annotations
 
 import base64
-import dataclasses
 import io
-import json
 import shutil
 from pathlib import Path
 
@@ -20,10 +18,10 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from convbridge.card import read_card, write_card
-from convbridge.layout import card_path
+from convbridge.card import read_card
 from tests.conftest import start_server
 from tests.images import digit_png, png_files
+from tests.models import export_untrained, export_without_explain
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 RAW = {"content-type": "image/png"}
@@ -269,38 +267,10 @@ def odd_models(demo_repository: Path, digits, tmp_path_factory: pytest.TempPathF
     freshly initialised weights (Adebayo et al.'s randomisation check), exported by training/;
     and `gap_old`, the trained `gap` as an export from before the explain signature holds it
     (two signatures, a card without `explain`)."""
-    import keras
-
-    from training.export import export_model, make_card
-    from training.train import TrainConfig, TrainResult
-    from training.variants import build_model, resolve_options
-
     root = tmp_path_factory.mktemp("odd-models")
     shutil.copytree(demo_repository / "gap", root / "gap")
-
-    keras.utils.set_random_seed(7)
-    options = resolve_options("gap")
-    model = build_model("gap", digits.input_shape, len(digits.class_names), options)
-    result = TrainResult(model, options, 0, 0.0, 0.0, 0.0, "none (re-initialised)", 1)
-    card = make_card("gap_random", digits, TrainConfig(variant="gap"), result)
-    export_model(model, card, root, digits.test.images[:4])
-
-    trained = tf.saved_model.load(str(demo_repository / "gap" / "1"))
-    old = root / "gap_old" / "1"
-    tf.saved_model.save(
-        trained,
-        str(old),
-        signatures={name: trained.signatures[name] for name in ("serving_default", "feature_maps")},
-    )
-    card = read_card(demo_repository / "gap" / "1")
-    old_card = dataclasses.replace(
-        card, name="gap_old", signatures=("serving_default", "feature_maps"), explain_layer=None
-    )
-    card_path(old).parent.mkdir(parents=True, exist_ok=True)
-    write_card(old, old_card)
-    raw = json.loads(card_path(old).read_text())
-    raw.pop("explain_layer", None)  # as an old export wrote it: no such field at all
-    card_path(old).write_text(json.dumps(raw))
+    export_untrained(root, "gap_random", "gap", digits)
+    export_without_explain(demo_repository / "gap" / "1", root / "gap_old" / "1", "gap_old")
 
     instance = start_server(root, tmp_path_factory.mktemp("odd") / "server.log")
     try:
