@@ -80,15 +80,7 @@ async def predict(request: Request, name: ModelName, version: str | None = None)
         # The signature is named inside the body: until it is read, the request waits for
         # a place in the classification queue, the one nearly every request uses.
         lease = await call.reserve(parse_version(version), CLASSIFY)
-        settings = call.context.settings
-        parsed = await call.parse(
-            _parse,
-            await request.body(),
-            lease.model.card,
-            settings.max_image_pixels,
-            settings.max_images_per_request,
-            tfserving.parse_predict,
-        )
+        parsed = await _read(call, request, lease.model.card, tfserving.parse_predict)
         result = await call.run(parsed.images, parsed.signature)
         answer = tfserving.predict_response(result.outputs, parsed.columnar)
         return call.respond(OrjsonResponse(answer))
@@ -110,18 +102,22 @@ async def explain(request: Request, name: ModelName, version: str | None = None)
     """`{"instances": [...]}`: where the model looked for each image's class."""
     async with InferenceCall(request, name, "tfserving_explain", protocol=True) as call:
         lease = await call.reserve(parse_version(version), EXPLAIN)
-        settings = call.context.settings
-        parsed = await call.parse(
-            _parse,
-            await request.body(),
-            lease.model.card,
-            settings.max_image_pixels,
-            settings.max_images_per_request,
-            tfserving.parse_explain,
-        )
+        parsed = await _read(call, request, lease.model.card, tfserving.parse_explain)
         result = await call.run(parsed.images, extra={CLASS_INDEX: parsed.classes})
         answer = await call.encode(tfserving.explain_response, result.outputs, lease.model.card)
         return call.respond(OrjsonResponse(answer))
+
+
+async def _read(
+    call: InferenceCall,
+    request: Request,
+    card: ModelCard,
+    parser: Callable[[Any, ModelCard, int, int], T],
+) -> T:
+    """The body, parsed by ``parser`` on the decoder threads within the settings' limits."""
+    settings = call.context.settings
+    limits = (settings.max_image_pixels, settings.max_images_per_request)
+    return await call.parse(_parse, await request.body(), card, *limits, parser)
 
 
 def _parse(

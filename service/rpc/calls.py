@@ -79,3 +79,17 @@ def unimplemented(message: str) -> Callable[[Any, grpc.aio.ServicerContext], Awa
         await rpc.abort(grpc.StatusCode.UNIMPLEMENTED, message)
 
     return refuse
+
+
+def unary_handlers(
+    context: AppContext, service: str, methods: dict[str, tuple[Handler[Any, Any], Any]]
+) -> dict[str, grpc.RpcMethodHandler]:
+    """``{method: (handler, request message class)}`` as grpc.aio method handlers."""
+    return {
+        name: grpc.unary_unary_rpc_method_handler(
+            unary(context, service, name, function),
+            request_deserializer=message.FromString,
+            response_serializer=lambda response: response.SerializeToString(),
+        )
+        for name, (function, message) in methods.items()
+    }

@@ -60,15 +60,7 @@ def handlers(context: AppContext) -> list[grpc.GenericRpcHandler]:
     }
     return [
         grpc.method_handlers_generic_handler(
-            SERVICE,
-            {
-                name: grpc.unary_unary_rpc_method_handler(
-                    calls.unary(context, SERVICE, name, function),
-                    request_deserializer=message.FromString,
-                    response_serializer=lambda response: response.SerializeToString(),
-                )
-                for name, (function, message) in methods.items()
-            },
+            SERVICE, calls.unary_handlers(context, SERVICE, methods)
         )
     ]
 

@@ -58,22 +58,13 @@ def handlers(context: AppContext) -> list[grpc.GenericRpcHandler]:
         "Predict": (_predict, PredictRequest),
         "GetModelMetadata": (_metadata, GetModelMetadataRequest),
     }
-    methods = {
-        name: grpc.unary_unary_rpc_method_handler(
-            calls.unary(context, PREDICTION, name, function),
-            request_deserializer=message.FromString,
-            response_serializer=lambda response: response.SerializeToString(),
-        )
-        for name, (function, message) in prediction.items()
-    }
+    methods = calls.unary_handlers(context, PREDICTION, prediction)
     for name in ("Classify", "Regress", "MultiInference"):
         methods[name] = grpc.unary_unary_rpc_method_handler(
             calls.unimplemented(_UNIMPLEMENTED.format(method=name))
         )
-    status = grpc.unary_unary_rpc_method_handler(
-        calls.unary(context, MODELS, "GetModelStatus", _status),
-        request_deserializer=GetModelStatusRequest.FromString,
-        response_serializer=lambda response: response.SerializeToString(),
+    model_methods = calls.unary_handlers(
+        context, MODELS, {"GetModelStatus": (_status, GetModelStatusRequest)}
     )
     reload = grpc.unary_unary_rpc_method_handler(
         calls.unimplemented(
@@ -84,7 +75,7 @@ def handlers(context: AppContext) -> list[grpc.GenericRpcHandler]:
     return [
         grpc.method_handlers_generic_handler(PREDICTION, methods),
         grpc.method_handlers_generic_handler(
-            MODELS, {"GetModelStatus": status, "HandleReloadConfigRequest": reload}
+            MODELS, {**model_methods, "HandleReloadConfigRequest": reload}
         ),
     ]
 
