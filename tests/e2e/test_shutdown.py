@@ -1,4 +1,7 @@
-"""SIGTERM with requests in flight: every accepted request is answered, then exit 0."""
+"""SIGTERM with requests in flight: every accepted request is answered, then exit 0.
+
+The signal is sent once the executor's own gauge shows images waiting in the queue, so queued
+work (not only requests being computed) is what the shutdown must finish."""
 
 from __future__ import annotations
 
@@ -10,7 +13,8 @@ import httpx
 import pytest
 
 from tests.conftest import start_server
-from tests.images import digit_png
+from tests.images import digit_png, png_files
+from tests.metrics import samples, value
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -35,14 +39,33 @@ def test_sigterm_finishes_in_flight_requests_and_exits_0(demo_repository, digits
         finished.append(time.monotonic())
         return response
 
+    async def post_many(client: httpx.AsyncClient) -> httpx.Response:
+        """64 images in one request: two batches of flatten, queued behind the others."""
+        response = await client.post("/models/flatten/classify", files=png_files(bodies * 3)[:64])
+        finished.append(time.monotonic())
+        return response
+
+    async def queued(client: httpx.AsyncClient) -> None:
+        """Until the executor reports images waiting in flatten's queue (its own gauge)."""
+        while True:
+            values = samples((await client.get("/metrics")).text)
+            if value(values, "convbridge_queue_depth", model="flatten", version="1") > 0:
+                return
+            await asyncio.sleep(0.005)  # the interval between two reads of the gauge
+
     async def scenario() -> list[httpx.Response]:
-        async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+        async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
+            heavy = [asyncio.ensure_future(post_many(client)) for _ in range(6)]
             requests = [asyncio.ensure_future(post(client, body)) for body in bodies]
             slow = asyncio.ensure_future(post(client, slow_upload()))
-            await asyncio.sleep(0.3)  # every request is accepted; the slow one is mid-body
+            await asyncio.wait_for(queued(client), 30)  # work is waiting in the queue now
             signalled.append(time.monotonic())
             server.process.send_signal(signal.SIGTERM)
-            return [*await asyncio.gather(*requests), await slow]
+            answered = [*await asyncio.gather(*requests), await slow]
+            many = await asyncio.gather(*heavy)
+            assert [r.status_code for r in many] == [200] * 6
+            assert all(len(r.json()["predictions"]) == 64 for r in many)
+            return answered
 
     responses = asyncio.run(scenario())
     # One SIGTERM, as an orchestrator sends it; a second one (as stop() would send) may land
