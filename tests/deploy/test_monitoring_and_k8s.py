@@ -49,24 +49,81 @@ def rule_expressions() -> list[str]:
     return [rule["expr"] for group in groups for rule in group["rules"]]
 
 
+_SELECTOR = re.compile(r"\{([^}]*)\}")
+_MATCHER = re.compile(r"(\w+)\s*(?:=~|!~|!=|=)")
+_GROUPING = re.compile(r"\b(?:by|without)\s*\(([^)]*)\)")
+_RECORDED = re.compile(r"\b(convbridge:[a-z0-9_:]+)")
+
+
 @pytest.fixture(scope="module")
-def exposed(server) -> set[str]:
-    """Every series name the live server's /metrics can expose, from its metric families."""
-    names = set()
+def exposed(server) -> dict[str, set[str]]:
+    """Every series name the live server's /metrics exposes, with the labels its samples carry,
+    after one REST and one gRPC inference so that every family has samples."""
+    import grpc
+    import numpy as np
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    httpx.post(f"{server.url}/v1/models/gap:predict", json={"instances": [[[[0]] * 28] * 28]})
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "gap"
+    request.inputs["images"].CopyFrom(tf.make_tensor_proto(np.zeros((1, 28, 28, 1), np.uint8)))
+    with grpc.insecure_channel(server.grpc_target) as channel:
+        prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request, timeout=30)
+    labels: dict[str, set[str]] = {}
     for family in text_string_to_metric_families(httpx.get(f"{server.url}/metrics").text):
-        names.update(family.name + suffix for suffix in _SUFFIXES.get(family.type, ("",)))
-    return names
+        for suffix in _SUFFIXES.get(family.type, ("",)):
+            labels.setdefault(family.name + suffix, set())
+        for sample in family.samples:
+            labels.setdefault(sample.name, set()).update(sample.labels)
+    return labels
 
 
 @pytest.mark.e2e
 @pytest.mark.slow
 @pytest.mark.parametrize("source", ["dashboard", "rules"])
-def test_every_promql_expression_names_exposed_metrics(exposed, source) -> None:
+def test_every_promql_expression_names_exposed_metrics_and_labels(exposed, source) -> None:
     expressions = dashboard_expressions() if source == "dashboard" else rule_expressions()
     assert expressions
     used = {name for expr in expressions for name in _METRIC.findall(expr)}
-    assert used - exposed == set(), f"{source} uses metrics /metrics does not expose"
-    assert {"convbridge_batch_size_sum", "convbridge_queue_depth"} <= used | exposed
+    assert used - set(exposed) == set(), f"{source} uses metrics /metrics does not expose"
+    # Series the recording rules make carry the labels their expression groups by.
+    groups = yaml.safe_load((DEPLOY / "prometheus" / "rules.yml").read_text())["groups"]
+    recorded = {
+        rule["record"]: {
+            label.strip()
+            for grouping in _GROUPING.findall(rule["expr"])
+            for label in grouping.split(",")
+        }
+        - {"le", ""}
+        for group in groups
+        for rule in group["rules"]
+        if "record" in rule
+    }
+    for expression in expressions:
+        metrics = _METRIC.findall(expression)
+        available = set().union(*(exposed[name] for name in metrics), set())
+        available |= set().union(*(recorded[name] for name in _RECORDED.findall(expression)), set())
+        referenced = {
+            label
+            for selector in _SELECTOR.findall(expression)
+            for label in _MATCHER.findall(selector)
+        }
+        referenced |= {
+            label.strip()
+            for grouping in _GROUPING.findall(expression)
+            for label in grouping.split(",")
+            if label.strip()
+        }
+        assert referenced <= available, (expression, referenced - available)
+    if source == "dashboard":  # what operators watch is on the dashboard, not only exposed
+        watched = {
+            "convbridge_batch_size_sum",
+            "convbridge_queue_depth",
+            "convbridge_grpc_request_duration_seconds_count",
+            "convbridge_requests_total",
+        }
+        assert watched <= used
 
 
 def test_the_dashboard_covers_what_operators_watch() -> None:
