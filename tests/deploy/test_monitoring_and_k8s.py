@@ -70,10 +70,20 @@ def exposed(server) -> dict[str, set[str]]:
     request.inputs["images"].CopyFrom(tf.make_tensor_proto(np.zeros((1, 28, 28, 1), np.uint8)))
     with grpc.insecure_channel(server.grpc_target) as channel:
         prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request, timeout=30)
+    from prometheus_client import CollectorRegistry
+
+    from service.metrics import Metrics
+
+    # A family without samples yet (no model failed to load) has the labels it declares.
+    declared = {
+        metric._name: set(metric._labelnames)
+        for metric in vars(Metrics(CollectorRegistry(), process=False)).values()
+        if hasattr(metric, "_labelnames")
+    }
     labels: dict[str, set[str]] = {}
     for family in text_string_to_metric_families(httpx.get(f"{server.url}/metrics").text):
         for suffix in _SUFFIXES.get(family.type, ("",)):
-            labels.setdefault(family.name + suffix, set())
+            labels.setdefault(family.name + suffix, set()).update(declared.get(family.name, ()))
         for sample in family.samples:
             labels.setdefault(sample.name, set()).update(sample.labels)
     return labels
@@ -103,6 +113,7 @@ def test_every_promql_expression_names_exposed_metrics_and_labels(exposed, sourc
     for expression in expressions:
         metrics = _METRIC.findall(expression)
         available = set().union(*(exposed[name] for name in metrics), set())
+        available |= {"job", "instance"}  # the target labels Prometheus adds when it scrapes
         available |= set().union(*(recorded[name] for name in _RECORDED.findall(expression)), set())
         referenced = {
             label
