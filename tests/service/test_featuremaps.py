@@ -96,18 +96,37 @@ def test_npy_for_one_layer_and_npz_for_several() -> None:
 
 
 def test_png_grid_has_the_stated_layout() -> None:
+    """The layout spelled out, not read from the implementation: a map's cells are enlarged
+    by the largest whole factor that keeps them within 112 px (7x5 -> 16x: 80x112), laid in
+    ceil(sqrt(n)) columns with 2 px gaps under a 20 px header line; a vector's values are 14 px
+    squares, 32 to a row; an image is at least 240 px wide; layers are stacked."""
+    import matplotlib
+
     outputs = [
         select_and_reduce("conv", MAP, "0:10", "none"),
         select_and_reduce("vec", MAP, None, "mean"),
     ]
     body, grids = render_png(outputs)
-    image = Image.open(io.BytesIO(body))
-    first, second = layout(outputs[0]), layout(outputs[1])
-    assert (first.columns, first.rows) == (4, 3)  # 10 channels in a near-square grid
-    assert (first.cell_width, first.cell_height) == (5 * 16, 7 * 16)  # 112 // 7 = 16x
-    assert (second.columns, second.rows) == (16, 1)
-    assert image.size == (max(first.width, second.width), first.height + second.height)
+    image = np.asarray(Image.open(io.BytesIO(body)).convert("RGB"))
+    conv_width, conv_height = 4 * 80 + 5 * 2, 20 + 3 * 112 + 4 * 2  # 4 columns, 3 rows
+    vec_width, vec_height = max(16 * 14 + 17 * 2, 240), 20 + 14 + 2 * 2  # one row of 16
+    assert image.shape[:2] == (conv_height + vec_height, max(conv_width, vec_width))
     assert "grid=4x3" in grids[0] and "channels=10" in grids[0]
+    assert f"size={conv_width}x{conv_height}" in grids[0]
+    # Channel 7 (row 1, column 3): its own range through viridis, each value a 16x16 square.
+    plane = MAP[:, :, 7]
+    scaled = (plane - plane.min()) / (plane.max() - plane.min())
+    viridis = matplotlib.colormaps["viridis"]
+    expected = np.round(viridis(np.round(scaled * 255) / 255)[..., :3] * 255)
+    top, left = 20 + 2 + 1 * (112 + 2), 2 + 3 * (80 + 2)
+    cell = image[top : top + 112, left : left + 80]
+    np.testing.assert_allclose(cell[8::16, 8::16], expected, atol=1)
+    # The vector row: value i of the channel means is square i, coloured on the row's range.
+    means = MAP.mean(axis=(0, 1))
+    ranked = (means - means.min()) / (means.max() - means.min())
+    colours = np.round(viridis(np.round(ranked * 255) / 255)[:, :3] * 255)
+    row = image[conv_height + 20 + 2 + 7, [2 + i * 16 + 7 for i in range(16)]]
+    np.testing.assert_allclose(row, colours, atol=1)
 
 
 def test_png_refuses_grids_too_large_to_draw() -> None:
