@@ -22,7 +22,7 @@ from PIL import Image
 
 from benchmarks.servers import ServerProcess
 from tests.conftest import start_server
-from tests.images import digit_png, encode, png_files
+from tests.images import digit_png, encode, kserve_tensor, png_files
 from tests.models import broken_copy, copy_version, export_untrained
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -140,16 +140,7 @@ def test_every_inference_route_says_which_version_answered(strict, digits) -> No
             client.post("/v1/models/gap/versions/1:explain", json={"instances": [image.tolist()]}),
             client.post(
                 "/v2/models/gap/versions/1/infer",
-                json={
-                    "inputs": [
-                        {
-                            "name": "images",
-                            "datatype": "UINT8",
-                            "shape": [1, 28, 28, 1],
-                            "data": image.ravel().tolist(),
-                        }
-                    ]
-                },
+                json={"inputs": [kserve_tensor(data=image.ravel().tolist())]},
             ),
         ]
     for answer in answers:

@@ -20,7 +20,7 @@ from PIL import Image
 
 from convbridge.card import read_card
 from tests.conftest import start_server
-from tests.images import digit_png, png_files
+from tests.images import digit_png, kserve_tensor, png_files
 from tests.models import export_untrained, export_without_explain
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -314,14 +314,7 @@ def test_an_old_export_gets_422_and_keeps_serving(odd_models, digits) -> None:
         v2 = client.post(
             "/v2/models/gap_old/infer",
             json={
-                "inputs": [
-                    {
-                        "name": "images",
-                        "datatype": "UINT8",
-                        "shape": [1, 28, 28, 1],
-                        "data": digits.test.images[0].ravel().tolist(),
-                    }
-                ],
+                "inputs": [kserve_tensor(data=digits.test.images[0].ravel().tolist())],
                 "outputs": [{"name": "heatmap"}],
             },
         )
