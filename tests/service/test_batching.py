@@ -287,3 +287,35 @@ def test_concurrency_lets_batches_overlap() -> None:
 
     assert run(scenario(1)) >= 0.39 and peak == 1
     assert run(scenario(2)) < 0.35 and peak == 2
+
+
+def test_extra_inputs_are_stacked_with_their_images(executor) -> None:
+    """explain's class_index travels with its images: one row each, batched and split alike."""
+    seen: list[tuple[list[int], list[int]]] = []
+
+    def run_batch(batch: np.ndarray, class_index: np.ndarray) -> dict[str, np.ndarray]:
+        seen.append((batch[:, 0].tolist(), class_index.tolist()))
+        return {"echo": class_index * 10 + batch[:, 0]}
+
+    async def scenario():
+        batcher = Batcher(run_batch, executor, max_batch_size=4, max_delay=0.05, max_queue=64)
+        results = await asyncio.gather(
+            *(
+                batcher.submit(
+                    np.full((n, 1), i, dtype=np.int32),
+                    timeout=5,
+                    extra={"class_index": np.arange(n, dtype=np.int32) + 100 * i},
+                )
+                for i, n in enumerate([1, 2, 6])
+            )
+        )
+        await batcher.close()
+        return results
+
+    results = run(scenario())
+    for i, n in enumerate([1, 2, 6]):
+        outputs, _ = results[i]
+        assert outputs["echo"].tolist() == [(100 * i + k) * 10 + i for k in range(n)]
+    # Every call got as many class rows as images, and none held more than a batch.
+    assert all(len(images) == len(classes) <= 4 for images, classes in seen)
+    assert sum(len(images) for images, _ in seen) == 9
