@@ -7,9 +7,10 @@ moment a limit is passed, before the request reaches the app and before the rest
 is buffered. A head that takes longer than ``header_timeout_s`` to arrive (slowloris) gets 408
 and a closed connection.
 
-Measured against the alternatives (see the closing note of the hardening issue): h11 enforces
-only a total size and parses about 3x slower; a reverse proxy in front adds a hop. Keeping
-uvicorn with httptools and guarding its callbacks costs nothing measurable per request.
+Why a guard rather than another server: uvicorn's h11 protocol bounds only the head's total
+size (``h11_max_incomplete_event_size``), not lines or counts; a reverse proxy in front would
+add a hop and a process per container. The guard cost about 4 us per request on a bare ASGI
+app (44,000 -> 37,000 req/s, wrk -t1 -c32), about 1% of a front end's work per request.
 """
 
 from __future__ import annotations
