@@ -52,9 +52,10 @@ class Ticket:
         self._held = 1
 
     def expect(self, count: int) -> None:
-        """The request carries ``count`` images, being decoded now."""
+        """The request carries ``count`` images, being decoded now (again: nothing changes)."""
         held, self._held = self._held, count
-        self._batcher._announce(count - held)
+        if count != held:
+            self._batcher._announce(count - held)
 
     async def submit(
         self, images: np.ndarray, timeout: float, extra: Extra | None = None
