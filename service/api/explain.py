@@ -13,7 +13,7 @@ from service.api.deps import ModelName, Version
 from service.api.openapi import ERRORS, IMAGE_REQUEST
 from service.api.outline import InferenceCall
 from service.api.schemas import ExplainResponse
-from service.api.uploads import read_uploads
+from service.api.uploads import read_one_upload
 from service.codecs import explanations
 from service.errors import unprocessable
 from service.inference import ModelInfo
@@ -61,9 +61,8 @@ async def explain(
     async with InferenceCall(request, name, "explain") as call:
         lease = await call.reserve(version, EXPLAIN)
         index = _class_index(lease.model, class_)
-        uploads = await read_uploads(request, call.context.settings.max_images_per_request)
-        if len(uploads) != 1:
-            raise unprocessable(f"explain takes exactly one image; this request has {len(uploads)}")
+        limit = call.context.settings.max_images_per_request
+        uploads = await read_one_upload(request, limit, "explain")
         images = await call.decode(uploads)
         pixels = images[0].pixels
         result = await call.run(pixels[None], extra={CLASS_INDEX: np.array([index], np.int32)})

@@ -12,7 +12,7 @@ from service.api.deps import ModelName, Version
 from service.api.openapi import ERRORS, IMAGE_REQUEST
 from service.api.outline import InferenceCall
 from service.api.schemas import FeatureMapsResponse
-from service.api.uploads import read_uploads
+from service.api.uploads import read_one_upload
 from service.codecs.layer_outputs import LayerOutput, SelectionError, encode_npy, select_and_reduce
 from service.codecs.rendering import RenderError, render_png
 from service.errors import unprocessable
@@ -55,11 +55,8 @@ async def feature_maps(
     async with InferenceCall(request, name, "feature_maps") as call:
         lease = await call.reserve(version, FEATURE_MAPS)
         wanted = _layer_names(lease.model, layers)
-        uploads = await read_uploads(request, call.context.settings.max_images_per_request)
-        if len(uploads) != 1:
-            raise unprocessable(
-                f"feature-maps takes exactly one image; this request has {len(uploads)}"
-            )
+        limit = call.context.settings.max_images_per_request
+        uploads = await read_one_upload(request, limit, "feature-maps")
         images = await call.decode(uploads)
         result = await call.run(images[0].pixels[None])
         selected = _select(wanted, result.outputs, channels, reduce, format)

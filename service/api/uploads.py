@@ -56,6 +56,14 @@ async def read_uploads(request: Request, max_images: int) -> list[Upload]:
     )
 
 
+async def read_one_upload(request: Request, max_images: int, route: str) -> list[Upload]:
+    """The request's one image (as a list of one), or 422 saying ``route`` takes exactly one."""
+    uploads = await read_uploads(request, max_images)
+    if len(uploads) != 1:
+        raise unprocessable(f"{route} takes exactly one image; this request has {len(uploads)}")
+    return uploads
+
+
 async def _read_multipart(request: Request, max_images: int) -> list[Upload]:
     try:
         form = await request.form(max_files=max_images, max_fields=max_images + 16)
