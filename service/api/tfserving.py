@@ -17,7 +17,7 @@ from service.api.outline import InferenceCall, engine_errors
 from service.api.schemas import ErrorBody
 from service.codecs import tfserving
 from service.errors import bad_request, not_found
-from service.inference import ModelNotFoundError
+from service.inference import EngineLike, ModelNotFoundError, VersionStatus
 from service.web.responses import OrjsonResponse
 
 T = TypeVar("T")
@@ -29,7 +29,14 @@ router = APIRouter(
 @router.get("/v1/models/{name}", summary="Version status of a model")
 @router.get("/v1/models/{name}/versions/{version}", summary="Status of one version")
 async def status(request: Request, name: ModelName, version: str | None = None) -> OrjsonResponse:
-    engine = app_context(request).engine
+    chosen = servable_versions(app_context(request).engine, name, parse_version(version))
+    statuses = [tfserving.version_status(v.version, v.state.value, v.error) for v in chosen]
+    return OrjsonResponse({"model_version_status": statuses})
+
+
+def servable_versions(engine: EngineLike, name: str, wanted: int | None) -> list[VersionStatus]:
+    """The versions TF Serving's status reports, newest first (one when ``wanted``); 404 in
+    TF Serving's words for an unknown model or version. REST and gRPC both answer from it."""
     with engine_errors(name):
         try:
             model = engine.status(name)
@@ -38,12 +45,9 @@ async def status(request: Request, name: ModelName, version: str | None = None) 
             raise not_found(
                 f"Servable not found for request: Latest({name}); models: {known}"
             ) from None
-    wanted = parse_version(version)
     if wanted is not None and model.version(wanted) is None:
         raise not_found(f"Servable not found for request: Specific({name}, {wanted})")
-    chosen = [v for v in reversed(model.versions) if wanted is None or v.version == wanted]
-    statuses = [tfserving.version_status(v.version, v.state.value, v.error) for v in chosen]
-    return OrjsonResponse({"model_version_status": statuses})
+    return [v for v in reversed(model.versions) if wanted is None or v.version == wanted]
 
 
 @router.get("/v1/models/{name}/metadata", summary="Signature definitions")

@@ -14,9 +14,9 @@ from convbridge.card import ModelCard
 from convbridge.signatures import CLASS_INDEX, CLASSIFY, EXPLAIN, FEATURE_MAPS
 from service.api.deps import AppContext
 from service.api.outline import Caller, InferenceCall, engine_errors
+from service.api.tfserving import servable_versions
 from service.codecs import tfserving as codec
 from service.errors import bad_request, not_found
-from service.inference import ModelNotFoundError
 from service.inference.signatures import extra_inputs
 from service.rpc import calls
 from service.rpc.tfserving_pb2 import (
@@ -222,19 +222,8 @@ async def _metadata(request: GetModelMetadataRequest, caller: Caller) -> GetMode
 
 async def _status(request: GetModelStatusRequest, caller: Caller) -> GetModelStatusResponse:
     spec = request.model_spec
-    engine = caller.context.engine
-    with engine_errors(spec.name):
-        try:
-            model = engine.status(spec.name)
-        except ModelNotFoundError:
-            raise not_found(f"Servable not found for request: Latest({spec.name})") from None
-    wanted = _version(spec)
-    if wanted is not None and model.version(wanted) is None:
-        raise not_found(f"Servable not found for request: Specific({spec.name}, {wanted})")
     response = GetModelStatusResponse()
-    for entry in reversed(model.versions):
-        if wanted is not None and entry.version != wanted:
-            continue
+    for entry in servable_versions(caller.context.engine, spec.name, _version(spec)):
         status = response.model_version_status.add()
         status.version = entry.version
         state = codec.STATES.get(entry.state.value, "UNKNOWN")
