@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import io
+import struct
 import warnings
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
+import pyspng
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 # Pillow's JPEG opener also reads the multi-picture (MPO) JPEGs many phone cameras write.
@@ -22,6 +25,16 @@ _RESAMPLE = Image.Resampling.BILINEAR
 # Where Pillow's getexif() finds an orientation (besides a TIFF's own tags): without any of
 # them, exif_transpose has nothing to do, and skipping it saves a fifth of a small decode.
 _ORIENTATION_SOURCES = frozenset({"exif", "Raw profile type exif", "XML:com.adobe.xmp", "xmp"})
+# PNG chunks that change nothing in the pixels Pillow decodes (it applies no gamma or colour
+# profile): a small PNG with only these is decoded by libspng (pyspng), 4x faster at 32x32
+# (12 against 52 us; at 128x128 160 against 189, at 512x512 10 ms against 6: Pillow's own
+# overhead is what the fast path saves, so it stops at PLAIN_PNG_PIXELS).
+PLAIN_PNG_PIXELS = 128 * 128
+_PLAIN_PNG_CHUNKS = frozenset(
+    {b"IHDR", b"IDAT", b"IEND", b"sRGB", b"gAMA", b"cHRM", b"pHYs", b"iCCP", b"sBIT", b"tIME"}
+)
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PLAIN_PNG_MODES = {0: "L", 2: "RGB"}  # IHDR colour types at 8 bits a sample
 # Never decode half an image silently: a truncated file is the client's to fix.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
@@ -74,13 +87,70 @@ def decode_image(
     return finish_decoding(open_image(data, max_pixels), size, channels, max_pixels)
 
 
-def open_image(data: bytes, max_pixels: int) -> Image.Image:
+@dataclass(frozen=True)
+class PlainPng:
+    """A PNG whose pixels libspng decodes exactly as Pillow does: 8-bit grey or RGB, no
+    palette, transparency, animation or text (which may carry an EXIF orientation), and
+    not interlaced, every chunk's checksum right."""
+
+    data: bytes
+    size: tuple[int, int]  # width, height
+    mode: str
+    stream: tuple[memoryview, ...]  # the IDAT chunks' data: one zlib stream
+
+
+def open_image(data: bytes, max_pixels: int) -> Image.Image | PlainPng:
     """Read only the image's header: its format and size, refused when over ``max_pixels``.
 
     Cheap enough for the event loop; :func:`finish_decoding` does the costly part.
     """
     if not data:
         raise ImageError("empty", "the image is empty (0 bytes)")
+    # Over a limit, Pillow's path says which; larger images decode as fast there.
+    plain = _plain_png(data, min(max_pixels, PLAIN_PNG_PIXELS))
+    if plain is not None:
+        return plain
+    return _open_with_pillow(data, max_pixels)
+
+
+def _plain_png(data: bytes, max_pixels: int) -> PlainPng | None:
+    """The PNG as a :class:`PlainPng` of at most ``max_pixels``, or None: Pillow decodes it
+    (and finds what is wrong)."""
+    if not data.startswith(_PNG_SIGNATURE):
+        return None
+    view, position, size, mode = memoryview(data), len(_PNG_SIGNATURE), None, ""
+    stream: list[memoryview] = []
+    while position + 12 <= len(data):
+        length, kind = struct.unpack_from(">I4s", data, position)
+        end = position + 12 + length
+        if end > len(data) or kind not in _PLAIN_PNG_CHUNKS or (size is None) != (kind == b"IHDR"):
+            return None
+        # pyspng tells libspng to ignore checksums, zlib's Adler-32 too: a wrong one sends the
+        # file to Pillow, which checks them (every chunk's but IDAT's, and the zlib stream).
+        (checksum,) = struct.unpack_from(">I", data, end - 4)
+        if zlib.crc32(view[position + 4 : end - 4]) != checksum:
+            return None
+        if kind == b"IHDR":
+            if length != 13:
+                return None
+            width, height, depth, colour, compression, filtering, interlace = struct.unpack_from(
+                ">IIBBBBB", data, position + 8
+            )
+            mode = _PLAIN_PNG_MODES.get(colour, "") if depth == 8 else ""
+            if not (mode and 0 < width * height <= max_pixels) or compression + filtering:
+                return None
+            if interlace:  # Adam7: kept on Pillow's path, which the tests compare against
+                return None
+            size = (width, height)
+        elif kind == b"IDAT":
+            stream.append(view[position + 8 : end - 4])
+        elif kind == b"IEND":
+            return PlainPng(data, size, mode, tuple(stream)) if size is not None else None
+        position = end
+    return None
+
+
+def _open_with_pillow(data: bytes, max_pixels: int) -> Image.Image:
     with _decoding_errors(max_pixels):
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -95,17 +165,40 @@ def open_image(data: bytes, max_pixels: int) -> Image.Image:
         return image
 
 
-def pixel_count(image: Image.Image) -> int:
+def pixel_count(image: Image.Image | PlainPng) -> int:
     width, height = image.size
     return width * height
 
 
 def finish_decoding(
-    image: Image.Image, size: tuple[int, int], channels: str, max_pixels: int
+    image: Image.Image | PlainPng, size: tuple[int, int], channels: str, max_pixels: int
 ) -> DecodedImage:
     """The pixels of an image :func:`open_image` opened, as :func:`decode_image` describes."""
+    if isinstance(image, PlainPng):
+        try:
+            zlib.decompress(b"".join(image.stream))  # a broken stream: Pillow's error
+            pixels = pyspng.load(image.data)
+        except Exception:  # noqa: BLE001 - broken data: Pillow's error says what is wrong
+            image = _open_with_pillow(image.data, max_pixels)
+        else:
+            return _from_plain_png(image, pixels, size, channels)
     with _decoding_errors(max_pixels):
         return _convert(image, size, channels)
+
+
+def _from_plain_png(
+    png: PlainPng, pixels: np.ndarray, size: tuple[int, int], channels: str
+) -> DecodedImage:
+    target_height, target_width = size
+    if png.mode != channels or png.size != (target_width, target_height):
+        image = Image.fromarray(pixels)  # L or RGB, from the shape
+        image = _to_mode(image, channels)
+        if image.size != (target_width, target_height):
+            image = image.resize((target_width, target_height), _RESAMPLE)
+        pixels = np.asarray(image, dtype=np.uint8)
+    if pixels.ndim == 2:
+        pixels = pixels[:, :, None]
+    return DecodedImage(pixels, "PNG", png.size, png.mode, 1)
 
 
 @contextmanager
