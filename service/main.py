@@ -10,6 +10,7 @@ from importlib.metadata import version
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from starlette.types import Receive, Scope, Send
 
 from service.api import ROUTERS, docs
 from service.api.deps import AppContext
@@ -53,6 +54,19 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         context.decoder.shutdown(wait=False, cancel_futures=True)
 
 
+class ConvbridgeApp(FastAPI):
+    """FastAPI, with classification's hot path taken before its middleware stack."""
+
+    hot_path: ClassifyHotPath | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.hot_path is not None and self.hot_path.takes(scope):
+            scope["app"] = self
+            await self.hot_path(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+
 def create_app(
     settings: Settings | None = None,
     metrics: Metrics | None = None,
@@ -68,7 +82,7 @@ def create_app(
     settings = settings or Settings()
     metrics = metrics or Metrics()
     engine = engine or Engine(settings, metrics, runtime)
-    app = FastAPI(
+    app = ConvbridgeApp(
         docs_url=None,  # served by api/docs.py from the package's own assets
         redoc_url=None,
         title="convbridge",
@@ -79,8 +93,8 @@ def create_app(
     app.state.convbridge = AppContext(settings, metrics, engine)
     app.state.grpc_address = grpc_address
     install_error_handlers(app)
-    # Innermost: the classify route's shortcut past the router (see hot_path.py).
-    app.add_middleware(ClassifyHotPath)
+    # The classify route's shortcut past all of the below (see hot_path.py).
+    app.hot_path = ClassifyHotPath(settings, metrics)
     # Added first, so it runs inside CORS: preflight requests carry no token.
     if settings.api_token is not None:
         app.add_middleware(BearerTokenMiddleware, token=settings.api_token.get_secret_value())

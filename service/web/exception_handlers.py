@@ -18,7 +18,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, api_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(HTTPException, _http_error)  # type: ignore[arg-type]
-    app.add_exception_handler(Exception, _unexpected)
+    app.add_exception_handler(Exception, unexpected_error)
 
 
 async def api_error(request: Request, error: ApiError) -> OrjsonResponse:
@@ -58,7 +58,7 @@ async def _http_error(request: Request, error: HTTPException) -> OrjsonResponse:
     )
 
 
-async def _unexpected(request: Request, error: Exception) -> OrjsonResponse:
+async def unexpected_error(request: Request, error: Exception) -> OrjsonResponse:
     log.exception("unexpected error on %s %s", request.method, request.url.path)
     return OrjsonResponse(
         {"error": "internal error; the server log has the details"}, status_code=500

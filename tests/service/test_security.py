@@ -50,3 +50,24 @@ def test_cors_is_off_by_default_and_follows_the_setting(tmp_path) -> None:
         "/models/gap/classify", headers={**preflight, "Origin": "http://evil.example"}
     )
     assert other.headers.get("access-control-allow-origin") != "http://evil.example"
+
+
+def test_classifys_shortcut_keeps_the_token_the_body_limit_and_cors(tmp_path) -> None:
+    """The shortcut past the middleware stack (api/hot_path.py) answers as the long way does;
+    an encoded query key (top%5Fk) sends the same request the long way."""
+    http = client(tmp_path, api_token="s3cret", max_body_bytes=2000)
+    token = {"Authorization": "Bearer s3cret", "Content-Type": "image/png"}
+    for query in ("top_k=2", "top%5Fk=2"):
+        refused = http.post(f"/models/gap/classify?{query}", content=b"x")
+        assert (refused.status_code, refused.headers["www-authenticate"]) == (401, "Bearer")
+        big = http.post(f"/models/gap/classify?{query}", content=bytes(2001), headers=token)
+        assert big.status_code == 413 and "2,000" in big.json()["error"], big.text
+        let_in = http.post(f"/models/gap/classify?{query}", content=b"x", headers=token)
+        assert let_in.status_code == 503  # past both guards; no models in this test
+    cors = client(tmp_path, cors_origins=["http://app.example"])
+    answer = cors.post(
+        "/models/gap/classify",
+        content=b"x",
+        headers={"Origin": "http://app.example", "Content-Type": "image/png"},
+    )
+    assert answer.headers["access-control-allow-origin"] == "http://app.example"
