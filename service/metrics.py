@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterable
 
@@ -99,6 +100,11 @@ class Metrics:
             namespace=NAMESPACE,
             registry=http_registry,
         )
+        # labels() takes a lock and converts every value on each call: the request path keeps
+        # the children it made (bounded: these label sets are, and so is each cache).
+        self._http = functools.lru_cache(maxsize=1024)(self.http_duration.labels)
+        self._stage = functools.lru_cache(maxsize=1024)(self.inference_duration.labels)
+        self._outcome = functools.lru_cache(maxsize=1024)(self.requests.labels)
         self.queue_depth = Gauge(
             "queue_depth",
             "Images waiting for a model call.",
@@ -144,7 +150,13 @@ class Metrics:
         return [self.http_duration, self.grpc_duration, self.inference_duration, self.requests]
 
     def observe_stage(self, model: str, version: int, stage: str, seconds: float) -> None:
-        self.inference_duration.labels(model, str(version), stage).observe(seconds)
+        self._stage(model, str(version), stage).observe(seconds)
+
+    def observe_http(self, method: str, route: str, status: int, seconds: float) -> None:
+        self._http(method, route, str(status)).observe(seconds)
+
+    def count_request(self, model: str, endpoint: str, outcome: str, transport: str) -> None:
+        self._outcome(model, endpoint, outcome, transport).inc()
 
 
 class _FrontEnds(Collector):

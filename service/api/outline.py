@@ -18,7 +18,7 @@ import asyncio
 import math
 import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import AsyncExitStack, contextmanager
+from contextlib import AbstractAsyncContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -89,7 +89,7 @@ class InferenceCall:
         self.timeout_source = "request_timeout_s"
         self.lease: LeaseLike | None = None
         self._request = request
-        self._resources = AsyncExitStack()
+        self._reserved: AbstractAsyncContextManager[LeaseLike] | None = None
         self._seconds = dict.fromkeys(STAGES, 0.0)
         self._encode_started: float | None = None
         self._timings: dict[str, float] | None = None
@@ -105,7 +105,8 @@ class InferenceCall:
         return self
 
     async def __aexit__(self, kind: type[BaseException] | None, error: Any, _: object) -> None:
-        await self._resources.aclose()
+        if self._reserved is not None:  # given back first, as an exit stack would
+            await self._reserved.__aexit__(None, None, None)
         if (
             isinstance(error, ApiError)
             and self.protocol
@@ -128,7 +129,8 @@ class InferenceCall:
         """Hold the model version and a place in ``signature``'s queue until the answer."""
         lease = self.context.engine.reserve(self.name, version, signature)
         with engine_errors(self.name, self.timeout_source):
-            self.lease = await self._resources.enter_async_context(lease)
+            self.lease = await lease.__aenter__()
+        self._reserved = lease
         return lease
 
     async def decode(self, uploads: list[Upload]) -> list[DecodedImage]:
@@ -239,9 +241,9 @@ class InferenceCall:
     def _count(self, status: int) -> None:
         """Count a request for a model that exists (unknown names would make labels unbounded)."""
         if self.context.engine.knows(self.name):
-            self.context.metrics.requests.labels(
+            self.context.metrics.count_request(
                 self.name, self.endpoint, outcome_of(status), self.transport
-            ).inc()
+            )
 
 
 def _image_error(index: int, upload: Upload, function: Callable[..., T], *args: Any) -> T:

@@ -39,8 +39,8 @@ class MetricsMiddleware:
         finally:
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
-            self.metrics.http_duration.labels(scope["method"], template, str(status)).observe(
-                time.perf_counter() - started
+            self.metrics.observe_http(
+                scope["method"], template, status, time.perf_counter() - started
             )
 
 
