@@ -51,5 +51,7 @@ def _mirrored_cpus(count: int) -> tf.distribute.Strategy:
 
 def describe(strategy: tf.distribute.Strategy) -> str:
     """A short name for the model card, such as 'MirroredStrategy'."""
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return "MultiWorkerMirroredStrategy"  # its class is CollectiveAllReduceStrategy
     name = type(strategy).__name__
     return "default (one device)" if name == "_DefaultDistributionStrategy" else name

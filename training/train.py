@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
+from typing import Any
 
 import keras
 import numpy as np
@@ -63,14 +66,16 @@ def train_variant(
         monitor="val_loss", patience=config.patience, restore_best_weights=True
     )
     started = time.perf_counter()
-    history = model.fit(
-        _batches(dataset.train, batch, shuffle_seed=config.seed),
-        validation_data=_batches(dataset.validation, batch),
-        epochs=config.epochs,
-        callbacks=[stop],
-        shuffle=False,  # the tf.data pipeline shuffles, seeded
-        verbose=config.verbose,
-    )
+    multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+    with _multi_worker_fit(model, dataset.train, strategy) if multi_worker else nullcontext():
+        history = model.fit(
+            _batches(dataset.train, batch, shuffle_seed=config.seed),
+            validation_data=_batches(dataset.validation, batch),
+            epochs=config.epochs,
+            callbacks=[stop],
+            shuffle=False,  # the tf.data pipeline shuffles, seeded
+            verbose=config.verbose,
+        )
     seconds = time.perf_counter() - started
     # Export a plain copy: variables created under a distribution strategy are mirrored.
     plain = build_model(config.variant, dataset.input_shape, num_classes, options)
@@ -87,6 +92,45 @@ def train_variant(
         strategy=describe(strategy),
         replicas=strategy.num_replicas_in_sync,
     )
+
+
+@contextmanager
+def _multi_worker_fit(
+    model: keras.Model, split: Split, strategy: tf.distribute.Strategy
+) -> Iterator[None]:
+    """Work around two Keras 3 bugs that stop ``fit`` under MultiWorkerMirroredStrategy.
+
+    1. fit builds the optimizer and metrics from its first distributed batch through a
+       cross-worker ``strategy.reduce`` that fails (keras-team/keras#20585, open). Here they
+       are built from one local batch inside the scope, and that step is skipped.
+    2. Each step's scalar metrics are reduced across workers with ``axis=0``, which fails on
+       a scalar. Here they are averaged over the replicas with ``axis=None``, which is what
+       the single-worker path computes.
+
+    Every variable is still created by the strategy and every step still all-reduces its
+    gradients: tests/training/test_distributed.py trains on two workers and checks both end
+    with the same weights.
+    """
+    from keras.src.backend.tensorflow import trainer as tf_trainer
+
+    one = (tf.constant(split.images[:1]), tf.constant(split.labels[:1]), None)
+    with strategy.scope():
+        model._symbolic_build(data_batch=one)
+    model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
+    original = tf_trainer.reduce_per_replica
+
+    def reduce_per_replica(values: Any, strategy: Any, reduction: str) -> Any:
+        if reduction in ("auto", "mean"):
+            return tf.nest.map_structure(
+                lambda value: strategy.reduce("MEAN", value, axis=None), values
+            )
+        return original(values, strategy, reduction)
+
+    tf_trainer.reduce_per_replica = reduce_per_replica
+    try:
+        yield
+    finally:
+        tf_trainer.reduce_per_replica = original
 
 
 def _compile(model: keras.Model, learning_rate: float) -> None:
