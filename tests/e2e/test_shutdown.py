@@ -29,7 +29,7 @@ def test_sigterm_finishes_in_flight_requests_and_exits_0(demo_repository, digits
     async def slow_upload():
         """A request still sending its body when the signal arrives."""
         yield bodies[0][:64]
-        await asyncio.sleep(1.0)
+        await asyncio.sleep(1.0)  # the client's own slowness: the body's second half comes late
         yield bodies[0][64:]
 
     async def post(client: httpx.AsyncClient, content) -> httpx.Response:

@@ -106,7 +106,7 @@ def wait_for(predicate, seconds: float) -> bool:
     while time.monotonic() < deadline:
         if predicate():
             return True
-        time.sleep(0.1)
+        time.sleep(0.1)  # the interval between two checks of the condition
     return False
 
 

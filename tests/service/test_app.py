@@ -49,7 +49,7 @@ def _wait(client: TestClient, status: int = 200, timeout: float = 120) -> dict:
         settled = bool(models) and set(models.values()) <= {"ready", "failed"}
         if response.status_code == status and settled:
             return response.json()
-        time.sleep(0.1)
+        time.sleep(0.1)  # the interval between two reads of /readyz
     raise AssertionError(f"/readyz never answered {status}: {response.text}")
 
 

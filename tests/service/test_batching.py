@@ -1,4 +1,10 @@
-"""The batcher without a server: grouping, max_delay, errors, full queues, deadlines, routing."""
+"""The batcher without a server: grouping, max_delay, errors, full queues, deadlines, routing.
+
+Synchronised on events, never on the clock: a batch is "inside the model" when the model
+function says it entered; "the batcher had its chance" is a number of event-loop turns; a wait
+that must not happen is given a minute, so it would show as a failed deadline, not as a slow
+test. The one lower bound on time left is the max_delay a request must have waited.
+"""
 
 from __future__ import annotations
 
@@ -19,17 +25,23 @@ from service.inference.errors import (
 
 
 class Recorder:
-    """A real batch function: doubles its input and remembers the batch sizes it saw."""
+    """A real batch function: doubles its input and remembers the batch sizes it saw.
+
+    ``gate``: each call waits for it (a batch held inside the model); ``entered`` is set as
+    soon as a call starts.
+    """
 
     def __init__(self, seconds: float = 0.0, gate: threading.Event | None = None) -> None:
         self.sizes: list[int] = []
         self.seconds = seconds
         self.gate = gate
+        self.entered = threading.Event()
 
     def __call__(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        self.entered.set()
         if self.gate is not None:
             self.gate.wait(5)
-        time.sleep(self.seconds)
+        time.sleep(self.seconds)  # the model's compute time, not a synchronisation
         self.sizes.append(len(batch))
         return {"double": batch * 2, "sum": batch.reshape(len(batch), -1).sum(axis=1)}
 
@@ -42,6 +54,21 @@ def executor():
 
 def run(coroutine):
     return asyncio.run(coroutine)
+
+
+async def turns(count: int = 20) -> None:
+    """Let the event loop run everything that is ready, ``count`` times over."""
+    for _ in range(count):
+        await asyncio.sleep(0)  # one turn of the loop, not a wait on the clock
+
+
+async def inside(recorder: Recorder) -> None:
+    """Until a batch has entered the model (waited for on another thread)."""
+    assert await asyncio.to_thread(recorder.entered.wait, 5)
+
+
+# A max_delay no test may wait out: if a request waited for it, its 10 s deadline would fail.
+FOREVER = 60.0
 
 
 def test_concurrent_submits_share_batches_and_get_their_own_rows(executor) -> None:
@@ -69,71 +96,75 @@ def test_a_lone_request_does_not_wait_for_company_that_is_not_coming(executor) -
     recorder = Recorder()
 
     async def scenario():
-        batcher = Batcher(recorder, executor, max_batch_size=32, max_delay=0.5, max_queue=64)
-        _, stats = await batcher.submit(np.zeros((1, 1)), timeout=5)
+        batcher = Batcher(recorder, executor, max_batch_size=32, max_delay=FOREVER, max_queue=64)
+        _, stats = await batcher.submit(np.zeros((1, 1)), timeout=10)
         await batcher.close()
         return stats
 
-    assert run(scenario()).queue_seconds < 0.05
+    assert run(scenario()).batch_size == 1  # answered, long before max_delay
 
 
 def test_announced_requests_are_waited_for_up_to_max_delay(executor) -> None:
     recorder = Recorder()
 
-    async def late(ticket, delay: float):
-        await asyncio.sleep(delay)  # as if decoding took this long
-        return await ticket.submit(np.zeros((1, 1)), timeout=5)
-
-    async def scenario(max_delay: float, delays: list[float]):
-        batcher = Batcher(recorder, executor, max_batch_size=32, max_delay=max_delay, max_queue=64)
-        tickets = [batcher.reserve() for _ in delays]  # each announces one image
-        started = time.monotonic()
-        results = await asyncio.gather(*(late(t, d) for t, d in zip(tickets, delays, strict=True)))
-        elapsed = time.monotonic() - started
+    async def waited_for():
+        batcher = Batcher(recorder, executor, max_batch_size=32, max_delay=FOREVER, max_queue=64)
+        tickets = [batcher.reserve() for _ in range(3)]  # each announces one image
+        first = asyncio.ensure_future(tickets[0].submit(np.zeros((1, 1)), timeout=10))
+        await turns()  # the batcher has seen the first image, and the two still announced
+        assert recorder.sizes == []
+        results = await asyncio.gather(
+            first, *(ticket.submit(np.zeros((1, 1)), timeout=10) for ticket in tickets[1:])
+        )
         await batcher.close()
-        return results, elapsed
+        return results
 
-    results, _ = run(scenario(0.5, [0.0, 0.05, 0.1]))
+    results = run(waited_for())
     assert recorder.sizes == [3]  # the first waited for the two announced ones
     assert all(stats.batch_size == 3 for _, stats in results)
 
+    async def up_to_max_delay():
+        batcher = Batcher(recorder, executor, max_batch_size=32, max_delay=0.2, max_queue=64)
+        early, late = batcher.reserve(), batcher.reserve()
+        first = await early.submit(np.zeros((1, 1)), timeout=10)  # late has not sent yet
+        second = await late.submit(np.zeros((1, 1)), timeout=10)
+        await batcher.close()
+        return first, second
+
     recorder.sizes.clear()
-    results, elapsed = run(scenario(0.2, [0.0, 1.0]))
-    assert recorder.sizes == [1, 1]  # the second came after max_delay: its own batch
-    assert 0.18 <= results[0][1].queue_seconds < 0.5
+    (_, first), _ = run(up_to_max_delay())
+    assert recorder.sizes == [1, 1]  # the first went alone once max_delay was over
+    assert first.queue_seconds >= 0.19  # and not before: it did wait for the announced one
 
 
 def test_withdrawn_announcements_stop_the_wait(executor) -> None:
     recorder = Recorder()
 
     async def scenario():
-        batcher = Batcher(recorder, executor, max_batch_size=32, max_delay=5.0, max_queue=64)
+        batcher = Batcher(recorder, executor, max_batch_size=32, max_delay=FOREVER, max_queue=64)
         decoded, failing = batcher.reserve(), batcher.reserve()
-
-        async def fail_decoding():
-            await asyncio.sleep(0.05)
-            failing.release()
-
-        first = decoded.submit(np.zeros((1, 1)), timeout=10)
-        (_, stats), _ = await asyncio.gather(first, fail_decoding())
+        first = asyncio.ensure_future(decoded.submit(np.zeros((1, 1)), timeout=10))
+        await turns()  # the first image waits for the announced one
+        assert not first.done()
+        failing.release()  # its decoding failed: nothing more is coming
+        _, stats = await first
         await batcher.close()
         return stats
 
-    assert run(scenario()).queue_seconds < 1.0
+    assert run(scenario()).batch_size == 1
 
 
 def test_a_full_batch_does_not_wait_for_max_delay(executor) -> None:
     recorder = Recorder()
 
     async def scenario():
-        batcher = Batcher(recorder, executor, max_batch_size=4, max_delay=5.0, max_queue=64)
-        started = time.monotonic()
-        await asyncio.gather(*(batcher.submit(np.zeros((1, 1)), timeout=10) for _ in range(4)))
-        elapsed = time.monotonic() - started
+        batcher = Batcher(recorder, executor, max_batch_size=4, max_delay=FOREVER, max_queue=64)
+        tickets = [batcher.reserve() for _ in range(5)]  # a fifth is announced and never comes
+        await asyncio.gather(*(t.submit(np.zeros((1, 1)), timeout=10) for t in tickets[:4]))
+        tickets[4].release()
         await batcher.close()
-        return elapsed
 
-    assert run(scenario()) < 1.0
+    run(scenario())  # within the deadlines: the full batch did not wait for the fifth
     assert recorder.sizes == [4]
 
 
@@ -191,9 +222,10 @@ def test_a_full_queue_rejects_at_once(executor) -> None:
     async def scenario():
         batcher = Batcher(recorder, executor, max_batch_size=2, max_delay=0, max_queue=4)
         first = asyncio.ensure_future(batcher.submit(np.zeros((2, 1)), timeout=5))
-        await asyncio.sleep(0.05)  # the first batch is now blocked inside the model
+        await inside(recorder)  # the first batch is now held inside the model
         queued = asyncio.ensure_future(batcher.submit(np.zeros((4, 1)), timeout=5))
-        await asyncio.sleep(0.01)
+        await turns(1)  # its first step queues its four images
+        assert batcher.queued_images == 4
         refused = batcher.submit(np.zeros((1, 1)), timeout=5)
         with pytest.raises(QueueFullError, match="limit is 4"):
             refused.send(None)  # raised on its first step: the caller never waits
@@ -241,13 +273,12 @@ def test_a_passed_deadline_answers_and_the_work_is_dropped(executor) -> None:
     async def scenario():
         batcher = Batcher(recorder, executor, max_batch_size=1, max_delay=0, max_queue=8)
         blocker = asyncio.ensure_future(batcher.submit(np.zeros((1, 1)), timeout=5))
-        await asyncio.sleep(0.05)
+        await inside(recorder)  # held inside the model while the next one's deadline passes
         with pytest.raises(DeadlineExceededError):
             await batcher.submit(np.ones((1, 1)), timeout=0.1)
         gate.set()
         await blocker
-        await asyncio.sleep(0.05)
-        await batcher.close()
+        await batcher.close()  # lets queued work finish: the expired item would run now
 
     run(scenario())
     assert recorder.sizes == [1]  # the expired request never reached the model
@@ -263,30 +294,38 @@ def test_invalid_configuration_is_refused(executor) -> None:
 def test_concurrency_lets_batches_overlap() -> None:
     active, peak = 0, 0
     lock = threading.Lock()
+    pairs = threading.Barrier(2, timeout=5)
 
-    def slow(batch: np.ndarray) -> dict[str, np.ndarray]:
+    def slow(batch: np.ndarray, meet: bool) -> dict[str, np.ndarray]:
         nonlocal active, peak
         with lock:
             active += 1
             peak = max(peak, active)
-        time.sleep(0.1)
+        if meet:
+            pairs.wait()  # only passes when two batches are inside at once
+        else:
+            time.sleep(0.05)  # compute time, long enough that an overlap would show
         with lock:
             active -= 1
         return {"x": batch}
 
-    async def scenario(concurrency: int) -> float:
-        with ThreadPoolExecutor(concurrency) as pool:
+    async def scenario(concurrency: int) -> None:
+        with ThreadPoolExecutor(4) as pool:  # more threads than allowed: the batcher limits
             batcher = Batcher(
-                slow, pool, max_batch_size=1, max_delay=0, max_queue=8, concurrency=concurrency
+                lambda batch: slow(batch, concurrency == 2),
+                pool,
+                max_batch_size=1,
+                max_delay=0,
+                max_queue=8,
+                concurrency=concurrency,
             )
-            started = time.monotonic()
-            await asyncio.gather(*(batcher.submit(np.zeros((1, 1)), timeout=5) for _ in range(4)))
-            elapsed = time.monotonic() - started
+            await asyncio.gather(*(batcher.submit(np.zeros((1, 1)), timeout=10) for _ in range(4)))
             await batcher.close()
-            return elapsed
 
-    assert run(scenario(1)) >= 0.39 and peak == 1
-    assert run(scenario(2)) < 0.35 and peak == 2
+    run(scenario(1))
+    assert peak == 1
+    run(scenario(2))
+    assert peak == 2
 
 
 def test_extra_inputs_are_stacked_with_their_images(executor) -> None:

@@ -34,7 +34,7 @@ async def _until(predicate, seconds: float = 60) -> None:
     for _ in range(int(seconds * 20)):
         if predicate():
             return
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.05)  # the interval between two checks of the condition
     raise AssertionError("condition not met in time")
 
 
