@@ -1,4 +1,4 @@
-"""Hot reload under load, over a real socket: new versions take over, broken ones do not."""
+"""Hot reload under load, over a real socket: new weights take over, broken versions do not."""
 
 from __future__ import annotations
 
@@ -10,10 +10,12 @@ import uuid
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 
 from tests.conftest import start_server
 from tests.images import digit_png
+from tests.models import export_untrained
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -65,7 +67,7 @@ def wait_for(condition, timeout: float = 60.0) -> None:
     while time.monotonic() < deadline:
         if condition():
             return
-        time.sleep(0.1)
+        time.sleep(0.1)  # the interval between two checks of the condition
     raise AssertionError("condition not reached in time")
 
 
@@ -76,48 +78,96 @@ def versions(client: httpx.Client, name: str) -> dict[int, str]:
     return {v["version"]: v["state"] for v in response.json()["versions"]}
 
 
-def test_new_versions_take_over_without_failed_requests(demo_repository, digits, tmp_path) -> None:
+CLIENTS = 8
+
+
+def _expected_scores(folder: Path, images) -> np.ndarray:
+    """The oracle: the version's SavedModel called directly, in this process."""
+    import tensorflow as tf
+
+    signature = tf.saved_model.load(str(folder)).signatures["serving_default"]
+    return signature(images=tf.constant(images))["probabilities"].numpy()
+
+
+def test_new_weights_take_over_under_load_without_failed_requests(
+    demo_repository, digits, tmp_path
+) -> None:
+    """Eight clients send without pause while version 2, with other weights, replaces version
+    1, and three broken versions come and fail: every answer is 200 and comes from the weights
+    of the version it names (in-flight requests finish on the version they reserved), and once
+    version 1 is unloaded only version 2's weights answer."""
     repository = tmp_path / "models"
     (repository / "gap").mkdir(parents=True)
     publish(demo_repository / "gap" / "1", repository, "gap", 1)
+    retrained = export_untrained(tmp_path / "other", "gap", "gap", digits)  # its version 1
+    images = digits.test.images[:CLIENTS]
+    expected = {
+        1: _expected_scores(demo_repository / "gap" / "1", images),
+        2: _expected_scores(retrained, images),
+    }
+    assert not np.allclose(expected[1], expected[2], atol=1e-3)  # the weights differ
     server = start_server(repository, tmp_path / "server.log", CONVBRIDGE_POLL_INTERVAL_S="0.2")
-    answers: list[tuple[int, int | None]] = []
+    # (client, sent at, status, version in the body, X-Model-Version, the ten scores)
+    answers: list[tuple[int, float, int, int | None, int | None, list[float]]] = []
     stop = threading.Event()
-    png = digit_png(digits.test.images[0])
 
-    def traffic() -> None:
+    def traffic(client_index: int) -> None:
+        png = digit_png(images[client_index])
         with httpx.Client(base_url=server.url, timeout=30) as http:
-            deadline = time.monotonic() + 120  # bounded even if the test fails early
+            deadline = time.monotonic() + 180  # bounded even if the test fails early
             while not stop.is_set() and time.monotonic() < deadline:
+                sent = time.monotonic()
                 response = http.post(
-                    "/models/gap/classify", content=png, headers={"Content-Type": "image/png"}
+                    "/models/gap/classify?top_k=10",
+                    content=png,
+                    headers={"Content-Type": "image/png"},
                 )
-                version = response.json().get("version") if response.status_code == 200 else None
-                answers.append((response.status_code, version))
+                body = response.json() if response.status_code == 200 else {}
+                told = response.headers.get("x-model-version")
+                scores = {
+                    e["index"]: e["score"]
+                    for e in body.get("predictions", [{}])[0].get("top_k", [])
+                }
+                answers.append(
+                    (
+                        client_index,
+                        sent,
+                        response.status_code,
+                        body.get("version"),
+                        int(told) if told else None,
+                        [scores.get(i, -1.0) for i in range(10)],
+                    )
+                )
 
-    worker = threading.Thread(target=traffic)
+    workers = [threading.Thread(target=traffic, args=(i,)) for i in range(CLIENTS)]
     try:
         server.wait_ready()
-        worker.start()
+        for worker in workers:
+            worker.start()
         client = httpx.Client(base_url=server.url, timeout=30)
-        wait_for(lambda: len(answers) > 20)
-        publish(demo_repository / "gap" / "1", repository, "gap", 2)
-        wait_for(lambda: any(version == 2 for _, version in answers[-5:]))
+        wait_for(lambda: len(answers) > 40)
+        publish(retrained, repository, "gap", 2)
+        wait_for(lambda: versions(client, "gap").get(1) == "available")  # version 1 unloaded
+        unloaded = time.monotonic()
         broken = {3: "savedmodel", 4: "card", 5: "signature"}
         for version, breakage in broken.items():
             publish(demo_repository / "gap" / "1", repository, "gap", version, broken=breakage)
             wait_for(lambda v=version: versions(client, "gap").get(v) == "failed")
-        time.sleep(1.0)  # keep sending while the failed versions sit there
+        settled = len(answers)
+        wait_for(lambda: len(answers) > settled + 40)  # traffic goes on beside failed versions
         stop.set()
-        worker.join()
+        for worker in workers:
+            worker.join()
 
-        print(
-            f"\n{len(answers)} requests during the reloads; versions answering: "
-            f"{ {v: sum(1 for _, a in answers if a == v) for v in (1, 2)} }"
-        )
-        assert answers and {status for status, _ in answers} == {200}  # zero failed requests
-        assert {version for _, version in answers} == {1, 2}
-        assert answers[-1][1] == 2  # the broken versions never took traffic
+        counts = {v: sum(1 for a in answers if a[3] == v) for v in (1, 2)}
+        print(f"\n{len(answers)} requests from {CLIENTS} clients during the reloads: {counts}")
+        assert {status for _, _, status, *_ in answers} == {200}  # zero failed requests
+        for client_index, _, _, version, told, scores in answers:
+            assert told == version  # X-Model-Version agrees with the body
+            np.testing.assert_allclose(scores, expected[version][client_index], atol=1e-5)
+        assert counts[1] > 0 and counts[2] > 0
+        # Requests sent once version 1 was unloaded could only reserve version 2.
+        assert {a[3] for a in answers if a[1] > unloaded} == {2}
         states = client.get("/models/gap").json()["versions"]
         assert {v["version"]: v["state"] for v in states} == {
             1: "available",
@@ -145,7 +195,9 @@ def test_new_versions_take_over_without_failed_requests(demo_repository, digits,
         wait_for(lambda: versions(client, "gmp").get(1) == "ready")
         assert (
             client.post(
-                "/models/gmp/classify", content=png, headers={"Content-Type": "image/png"}
+                "/models/gmp/classify",
+                content=digit_png(images[0]),
+                headers={"Content-Type": "image/png"},
             ).status_code
             == 200
         )
@@ -155,8 +207,9 @@ def test_new_versions_take_over_without_failed_requests(demo_repository, digits,
         client.close()
     finally:
         stop.set()
-        if worker.is_alive():
-            worker.join()
+        for worker in workers:
+            if worker.is_alive():
+                worker.join()
         assert server.stop() == 0
 
 
