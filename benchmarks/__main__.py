@@ -3,7 +3,8 @@
 For each model: the SavedModel called in process (the ceiling), a bare FastAPI route (the
 most a Python front end can answer), the naive one-call-per-request server, and convbridge
 with 1 and 2 front ends, at several concurrencies, all in one run on this machine; for `gap`,
-also gRPC beside REST from one asyncio client (benchmarks/protocols.py). The report's ratios
+also gRPC beside REST from one asyncio client (benchmarks/protocols.py) and four times the
+capacity offered at a fixed rate (benchmarks/overload.py). The report's ratios
 are the throughput targets; see README.md for the latest table.
 """
 
@@ -25,6 +26,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
+from benchmarks.overload import measure_overload  # noqa: E402
 from benchmarks.protocols import measure_protocols  # noqa: E402
 from benchmarks.servers import ROOT, ServerProcess  # noqa: E402
 
@@ -125,6 +127,7 @@ def measure_variant(args: argparse.Namespace, variant: str, workdir: Path) -> di
         print(f"  batch {row['batch']:<3} {row['images_per_second']:8.1f} images/s", flush=True)
     runs = {}
     protocols: dict[str, Any] = {}
+    overload: dict[str, Any] = {}
     front_ends = [int(count) for count in args.front_ends.split(",")]
     servers = servers_for(variant, model_path, front_ends, workdir)
     last = [name for name in servers if name.startswith("convbridge")][-1]
@@ -141,9 +144,17 @@ def measure_variant(args: argparse.Namespace, variant: str, workdir: Path) -> di
                         server, variant, pixels(body), PROTOCOL_LEVELS, args.seconds
                     ),
                 }
+                print(f"{name}, overload at four times its capacity:", flush=True)
+                overload = {"server": name, **measure_overload(server, variant, body_png())}
         finally:
             server.stop()
-    return {"variant": variant, "ceiling": ceiling, "runs": runs, "protocols": protocols}
+    return {
+        "variant": variant,
+        "ceiling": ceiling,
+        "runs": runs,
+        "protocols": protocols,
+        "overload": overload,
+    }
 
 
 def pixels(body: Path) -> np.ndarray:

@@ -12,6 +12,10 @@ START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 TARGETS = {"gap": 0.5, "flatten": 0.85}
 LATENCY_MARGIN_MS = 0.3  # c=1 p50 at most the naive server's plus this
 TAIL_RATIO = 2.5  # p99 at most this many p50s at c=64
+# Under four times its capacity the server still serves at least this share of it, and a lone
+# request is back to at most this many times its latency from before the load.
+OVERLOAD_SERVED = 0.5
+OVERLOAD_RECOVERY = 3.0
 
 
 def format_markdown(results: dict[str, Any]) -> str:
@@ -59,7 +63,37 @@ def _comparison(comparison: dict[str, Any], checks: list[str]) -> list[str]:
             )
     lines.append("")
     lines += _protocols(comparison.get("protocols") or {})
+    lines += _overload(variant, comparison.get("overload") or {}, checks)
     _check(comparison, batch32, naive, checks)
+    return lines
+
+
+def _overload(variant: str, overload: dict[str, Any], checks: list[str]) -> list[str]:
+    if not overload:
+        return []
+    statuses = ", ".join(f"{count:,} x {status}" for status, count in overload["statuses"].items())
+    refused = overload["p99_ms"].get("503")
+    lines = [
+        f"Overload ({overload['server']}, {overload['images_per_request']} images a request, "
+        f"open loop): capacity {overload['capacity_images_per_second']:,.0f} images/s; offered "
+        f"{overload['offered_vs_capacity']:.1f}x it, served {overload['served_vs_capacity']:.2f}x; "
+        f"answers {statuses}"
+        + (f"; 503 p50/p99 {overload['p50_ms']['503']:.1f}/{refused:.1f} ms" if refused else "")
+        + f"; a lone request's p50 {overload['quiet_p50_ms_before']:.2f} ms before, "
+        f"{overload['quiet_p50_ms_after']:.2f} ms after; memory +{overload['rss_growth_mib']:.0f} "
+        "MiB.",
+        "",
+    ]
+    served = overload["served_vs_capacity"]
+    recovery = overload["quiet_p50_ms_after"] / max(overload["quiet_p50_ms_before"], 1e-9)
+    checks.append(
+        f"| `{variant}` overload: served >= {OVERLOAD_SERVED}x capacity | {served:.2f}x | "
+        f"{_mark(served >= OVERLOAD_SERVED)} |"
+    )
+    checks.append(
+        f"| `{variant}` after overload: lone p50 <= {OVERLOAD_RECOVERY}x before | "
+        f"{recovery:.2f}x | {_mark(recovery <= OVERLOAD_RECOVERY)} |"
+    )
     return lines
 
 

@@ -60,3 +60,35 @@ def export_without_explain(source: Path, target: Path, name: str) -> Path:
     raw.pop("explain_layer", None)
     card_path(target).write_text(json.dumps(raw))
     return target
+
+
+def export_slow(source: Path, target: Path, name: str, seconds: float) -> Path:
+    """``source`` whose classification takes ``seconds`` more a call: a TensorFlow sleep (the
+    tf.data sleep transformation) runs inside the signature before the model. A batch is then
+    held in flight for as long as a test needs, with no clock in the test and no CPU spent."""
+    import tensorflow as tf
+    from tensorflow.python.data.experimental.ops import testing  # the sleep transformation
+
+    trained = tf.saved_model.load(str(source))
+    classify = trained.signatures["serving_default"]
+    spec = classify.structured_input_signature[1]["images"]
+    pause = int(seconds * 1_000_000)
+
+    class Slow(tf.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.trained = trained  # its variables are saved with this module
+
+        @tf.function(input_signature=[tf.TensorSpec(spec.shape, spec.dtype, name="images")])
+        def serving_default(self, images):
+            delayed = tf.data.Dataset.from_tensors(images).apply(testing.sleep(pause))
+            return classify(images=delayed.get_single_element())
+
+    module = Slow()
+    signatures = {key: trained.signatures[key] for key in trained.signatures}
+    signatures["serving_default"] = module.serving_default
+    tf.saved_model.save(module, str(target), signatures=signatures)
+    shutil.copytree(source / "assets.extra", target / "assets.extra", dirs_exist_ok=True)
+    card = json.loads(card_path(target).read_text())
+    card_path(target).write_text(json.dumps({**card, "name": name, "version": 1}))
+    return target
