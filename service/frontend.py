@@ -8,6 +8,7 @@ SO_REUSEPORT, so the kernel spreads new connections over them.
 from __future__ import annotations
 
 import argparse
+import gc
 import signal
 import socket
 import sys
@@ -58,6 +59,11 @@ def main(argv: list[str] | None = None) -> int:
     # uvicorn drains in-flight requests on SIGTERM, then re-raises the signal: a no-op handler
     # underneath turns that into a normal exit.
     signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    # What is imported and built by now lives as long as the process: frozen, the collector's
+    # full passes no longer walk it. Those passes were the front end's tail (gap, c=64, one
+    # front end: p99 44 -> 22 ms, p50 unchanged).
+    gc.collect()
+    gc.freeze()
     uvicorn.Server(config).run(sockets=[sock])
     return 0
 
