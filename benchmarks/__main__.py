@@ -33,6 +33,10 @@ from benchmarks.servers import ROOT, ServerProcess  # noqa: E402
 RESULTS = ROOT / "benchmarks" / "results"
 PROTOCOL_VARIANTS = ("gap",)  # gRPC beside REST: the light model, where the transport shows
 PROTOCOL_LEVELS = [1, 32]
+# Front ends scale where they are the bottleneck: a camera-sized JPEG costs a front end
+# milliseconds to decode and resize, the executor the same 32x32 batch as before.
+SCALING_VARIANTS = ("gap",)
+PHOTO_SIZE = (640, 480)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -62,15 +66,43 @@ def body_png() -> bytes:
     return buffer.getvalue()
 
 
+def body_photo() -> bytes:
+    """A real camera-sized JPEG (640x480, quality 90): smooth light, texture and a digit."""
+    from PIL import Image, ImageOps
+
+    from training.data import load_dataset
+
+    width, height = PHOTO_SIZE
+    rows, columns = np.mgrid[0:height, 0:width]
+    texture = np.random.default_rng(0).integers(0, 40, (height, width, 3))
+    light = np.stack([columns * 200 // width, rows * 200 // height, (rows + columns) % 256], -1)
+    photo = Image.fromarray(np.clip(light + texture, 0, 255).astype(np.uint8))
+    digit = load_dataset("digits").test.images[0][:, :, 0]
+    stamp = ImageOps.colorize(Image.fromarray(digit), (20, 40, 90), (250, 220, 120))
+    photo.paste(stamp.resize((height // 2, height // 2)), (width // 3, height // 4))
+    buffer = io.BytesIO()
+    photo.save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
 def load_levels(
-    server: ServerProcess, path: str, body: Path, levels: list[int], seconds: float, workdir: Path
+    server: ServerProcess,
+    path: str,
+    body: Path,
+    levels: list[int],
+    seconds: float,
+    workdir: Path,
+    content_type: str = "image/png",
 ) -> list[dict[str, float]]:
     from benchmarks.load import run_wrk
 
-    run_wrk(server.url + path, body, 8, 2, server.pid, workdir)  # warm up the whole path
+    # Warm up the whole path.
+    run_wrk(server.url + path, body, 8, 2, server.pid, workdir, content_type)
     results = []
     for concurrency in levels:
-        result = run_wrk(server.url + path, body, concurrency, seconds, server.pid, workdir)
+        result = run_wrk(
+            server.url + path, body, concurrency, seconds, server.pid, workdir, content_type
+        )
         results.append(asdict(result))
         print(
             f"  c={concurrency:<3} {result.throughput:8.1f} req/s  p50 {result.p50_ms:6.2f} ms  "
@@ -84,8 +116,6 @@ def servers_for(
     variant: str, model_path: Path, front_ends: list[int], workdir: Path
 ) -> dict[str, tuple[ServerProcess, str]]:
     """Every server of one comparison, each with the path it answers on."""
-    repository = {"CONVBRIDGE_REPOSITORY": str(model_path.parent.parent)}
-    quiet = {"CONVBRIDGE_LOG_LEVEL": "warning", "CONVBRIDGE_POLL_INTERVAL_S": "0"}
     servers: dict[str, tuple[ServerProcess, str]] = {
         "bare FastAPI route": (
             ServerProcess("benchmarks.bare_server", [], workdir / "bare.log", {}, "/healthz"),
@@ -102,11 +132,24 @@ def servers_for(
             "/predict",
         ),
     }
+    return {**servers, **convbridge_servers(variant, model_path, front_ends, workdir)}
+
+
+def convbridge_servers(
+    variant: str, model_path: Path, front_ends: list[int], workdir: Path, tag: str = ""
+) -> dict[str, tuple[ServerProcess, str]]:
+    """convbridge at each front-end count (0: one process), started, with the classify path."""
+    servers = {}
     for count in front_ends:
-        env = {**repository, **quiet, "CONVBRIDGE_WORKERS": str(count)}
+        env = {
+            "CONVBRIDGE_REPOSITORY": str(model_path.parent.parent),
+            "CONVBRIDGE_LOG_LEVEL": "warning",
+            "CONVBRIDGE_POLL_INTERVAL_S": "0",
+            "CONVBRIDGE_WORKERS": str(count),
+        }
         label = "convbridge, 1 process" if count == 0 else f"convbridge, {count} front end(s)"
         servers[label] = (
-            ServerProcess("service", [], workdir / f"convbridge-{count}.log", env),
+            ServerProcess("service", [], workdir / f"convbridge-{count}{tag}.log", env),
             f"/models/{variant}/classify",
         )
     return servers
@@ -148,12 +191,43 @@ def measure_variant(args: argparse.Namespace, variant: str, workdir: Path) -> di
                 overload = {"server": name, **measure_overload(server, variant, body_png())}
         finally:
             server.stop()
+    scaling = (
+        measure_scaling(args, variant, model_path, front_ends, workdir)
+        if variant in SCALING_VARIANTS
+        else {}
+    )
     return {
         "variant": variant,
         "ceiling": ceiling,
         "runs": runs,
         "protocols": protocols,
         "overload": overload,
+        "scaling": scaling,
+    }
+
+
+def measure_scaling(
+    args: argparse.Namespace, variant: str, model_path: Path, front_ends: list[int], workdir: Path
+) -> dict[str, Any]:
+    """convbridge alone, at each front-end count, with a body whose decoding dominates."""
+    body = workdir / "photo.jpg"
+    body.write_bytes(body_photo())
+    runs = {}
+    for name, (server, path) in convbridge_servers(
+        variant, model_path, front_ends, workdir, "-photo"
+    ).items():
+        try:
+            server.wait_ready()
+            print(f"{name}, {PHOTO_SIZE[0]}x{PHOTO_SIZE[1]} JPEG bodies:", flush=True)
+            runs[name] = load_levels(
+                server, path, body, [32, 64], args.seconds, workdir, "image/jpeg"
+            )
+        finally:
+            server.stop()
+    return {
+        "body": f"{PHOTO_SIZE[0]}x{PHOTO_SIZE[1]} JPEG",
+        "bytes": len(body.read_bytes()),
+        "runs": runs,
     }
 
 

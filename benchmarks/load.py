@@ -15,7 +15,7 @@ local file = io.open(os.getenv("CONVBRIDGE_BENCH_BODY"), "rb")
 wrk.method = "POST"
 wrk.body = file:read("*all")
 file:close()
-wrk.headers["Content-Type"] = "image/png"
+wrk.headers["Content-Type"] = os.getenv("CONVBRIDGE_BENCH_TYPE")
 
 function done(summary, latency, requests)
   local e = summary.errors
@@ -63,7 +63,13 @@ def process_cpu_seconds(pid: int) -> float:
 
 
 def run_wrk(
-    url: str, body: Path, concurrency: int, seconds: float, server_pid: int, workdir: Path
+    url: str,
+    body: Path,
+    concurrency: int,
+    seconds: float,
+    server_pid: int,
+    workdir: Path,
+    content_type: str = "image/png",
 ) -> LoadResult:
     """POST ``body`` to ``url`` from ``concurrency`` connections for ``seconds``."""
     wrk = shutil.which("wrk")
@@ -88,7 +94,11 @@ def run_wrk(
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        env={**os.environ, "CONVBRIDGE_BENCH_BODY": str(body)},
+        env={
+            **os.environ,
+            "CONVBRIDGE_BENCH_BODY": str(body),
+            "CONVBRIDGE_BENCH_TYPE": content_type,
+        },
     )
     _, status, usage = os.wait4(process.pid, 0)
     wall = time.perf_counter() - started

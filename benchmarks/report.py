@@ -64,6 +64,7 @@ def _comparison(comparison: dict[str, Any], checks: list[str]) -> list[str]:
     lines.append("")
     lines += _protocols(comparison.get("protocols") or {})
     lines += _overload(variant, comparison.get("overload") or {}, checks)
+    lines += _scaling(variant, comparison.get("scaling") or {}, checks)
     _check(comparison, batch32, naive, checks)
     return lines
 
@@ -94,6 +95,40 @@ def _overload(variant: str, overload: dict[str, Any], checks: list[str]) -> list
         f"| `{variant}` after overload: lone p50 <= {OVERLOAD_RECOVERY}x before | "
         f"{recovery:.2f}x | {_mark(recovery <= OVERLOAD_RECOVERY)} |"
     )
+    return lines
+
+
+def _scaling(variant: str, scaling: dict[str, Any], checks: list[str]) -> list[str]:
+    """convbridge alone with a body whose decoding makes the front ends the bottleneck."""
+    runs = scaling.get("runs", {})
+    if not runs:
+        return []
+    lines = [
+        f"Front-end-bound (`{variant}`, {scaling['body']} bodies of {scaling['bytes']:,} bytes, "
+        "decoded and resized to 32x32 by the front ends):",
+        "",
+        "| server | c | req/s | p50 ms | p99 ms | errors | CPU ms/req | server CPU |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for server, levels in runs.items():
+        for run in levels:
+            lines.append(
+                f"| {server} | {run['concurrency']} | {run['throughput']:,.0f} | "
+                f"{run['p50_ms']:.2f} | {run['p99_ms']:.2f} | {run['errors']} | "
+                f"{run['cpu_ms_per_request']:.2f} | {run['server_cpu']:.0%} |"
+            )
+    lines.append("")
+    split = [
+        next(run["throughput"] for run in levels if run["concurrency"] == 64)
+        for server, levels in runs.items()
+        if "front end" in server and any(run["concurrency"] == 64 for run in levels)
+    ]
+    if len(split) >= 2:
+        grows = all(b > a for a, b in zip(split, split[1:], strict=False))
+        checks.append(
+            f"| `{variant}` {scaling['body']} c=64 grows with front ends | "
+            f"{' -> '.join(f'{x:,.0f}' for x in split)} req/s | {_mark(grows)} |"
+        )
     return lines
 
 
