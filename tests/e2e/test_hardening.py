@@ -96,6 +96,31 @@ def test_oversized_heads_are_refused_before_the_app(hardened, name, raw, statuse
     assert ordinary.startswith(b"HTTP/1.1 200")
 
 
+def test_pipelined_requests_are_answered_in_order_on_one_connection(hardened, digits) -> None:
+    """Three requests sent at once on one connection: three whole answers, in their order.
+
+    A front end sends what one turn of its loop wrote in one call (TurnWriter); answers to
+    requests that arrive together must still leave whole and in order, the last one before
+    the connection closes."""
+    png = digit_png(digits.test.images[0])
+    classify = (
+        b"POST /models/gap/classify HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+        b"Content-Length: %d\r\n\r\n" % len(png) + png
+    )
+    raw = (
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+        + classify
+        + b"GET /v1/models/gap HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    answer = _exchange(hardened.port, raw, wait=30)
+    heads = [part.split(b"\r\n", 1)[0] for part in answer.split(b"HTTP/1.1 ")[1:]]
+    assert heads == [b"200 OK"] * 3, answer[:500]
+    health, prediction, status = answer.split(b"HTTP/1.1 ")[1:]
+    assert b'"status"' in health
+    assert b'"predictions"' in prediction and b"x-model-version: 1" in prediction.lower()
+    assert b'"model_version_status"' in status and b"connection: close" in status.lower()
+
+
 def test_a_slow_head_is_cut_off(hardened) -> None:
     """Slowloris: a head that never ends gets 408 from the server (our own wait is longer)."""
     answer = _exchange(hardened.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n", wait=15)
