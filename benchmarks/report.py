@@ -39,7 +39,8 @@ def _comparison(comparison: dict[str, Any], checks: list[str]) -> list[str]:
     batch32 = ceiling.get(32, comparison["ceiling"][-1])["images_per_second"]
     naive = {run["concurrency"]: run for run in comparison["runs"].get("naive", [])}
     lines = [
-        f"**`{variant}`**: in process, "
+        f"**`{variant}`**: in process (the faster of two measurements, before and after the "
+        "servers), "
         + ", ".join(
             f"batch {b}: {row['images_per_second']:,.0f} images/s ({row['median_ms']:.2f} ms)"
             for b, row in sorted(ceiling.items())
