@@ -20,7 +20,7 @@ import sys
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -29,6 +29,9 @@ import numpy as np  # noqa: E402
 from benchmarks.overload import measure_overload  # noqa: E402
 from benchmarks.protocols import measure_protocols  # noqa: E402
 from benchmarks.servers import ROOT, ServerProcess  # noqa: E402
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 RESULTS = ROOT / "benchmarks" / "results"
 PROTOCOL_VARIANTS = ("gap",)  # gRPC beside REST: the light model, where the transport shows
@@ -53,33 +56,36 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def body_png() -> bytes:
-    """A real 32x32 RGB PNG: a held-out MNIST digit on a coloured background."""
+def coloured_digit() -> Image.Image:
+    """A held-out MNIST digit, coloured: the picture in every benchmark body."""
     from PIL import Image, ImageOps
 
     from training.data import load_dataset
 
     digit = load_dataset("digits").test.images[0][:, :, 0]
-    image = ImageOps.colorize(Image.fromarray(digit), (20, 40, 90), (250, 220, 120))
+    return ImageOps.colorize(Image.fromarray(digit), (20, 40, 90), (250, 220, 120))
+
+
+def body_png() -> bytes:
+    """A real 32x32 RGB PNG: a held-out MNIST digit on a coloured background."""
+    from PIL import Image
+
     buffer = io.BytesIO()
-    image.resize((32, 32), Image.Resampling.BILINEAR).save(buffer, format="PNG")
+    coloured_digit().resize((32, 32), Image.Resampling.BILINEAR).save(buffer, format="PNG")
     return buffer.getvalue()
 
 
 def body_photo() -> bytes:
     """A real camera-sized JPEG (640x480, quality 90): smooth light, texture and a digit."""
-    from PIL import Image, ImageOps
-
-    from training.data import load_dataset
+    from PIL import Image
 
     width, height = PHOTO_SIZE
     rows, columns = np.mgrid[0:height, 0:width]
     texture = np.random.default_rng(0).integers(0, 40, (height, width, 3))
     light = np.stack([columns * 200 // width, rows * 200 // height, (rows + columns) % 256], -1)
     photo = Image.fromarray(np.clip(light + texture, 0, 255).astype(np.uint8))
-    digit = load_dataset("digits").test.images[0][:, :, 0]
-    stamp = ImageOps.colorize(Image.fromarray(digit), (20, 40, 90), (250, 220, 120))
-    photo.paste(stamp.resize((height // 2, height // 2)), (width // 3, height // 4))
+    stamp = coloured_digit().resize((height // 2, height // 2))
+    photo.paste(stamp, (width // 3, height // 4))
     buffer = io.BytesIO()
     photo.save(buffer, format="JPEG", quality=90)
     return buffer.getvalue()
@@ -214,8 +220,9 @@ def measure_scaling(
     args: argparse.Namespace, variant: str, model_path: Path, front_ends: list[int], workdir: Path
 ) -> dict[str, Any]:
     """convbridge alone, at each front-end count, with a body whose decoding dominates."""
+    photo = body_photo()
     body = workdir / "photo.jpg"
-    body.write_bytes(body_photo())
+    body.write_bytes(photo)
     runs = {}
     for name, (server, path) in convbridge_servers(
         variant, model_path, front_ends, workdir, "-photo"
@@ -230,7 +237,7 @@ def measure_scaling(
             server.stop()
     return {
         "body": f"{PHOTO_SIZE[0]}x{PHOTO_SIZE[1]} JPEG",
-        "bytes": len(body.read_bytes()),
+        "bytes": len(photo),
         "runs": runs,
     }
 
