@@ -131,6 +131,7 @@ def _multi_worker_fit(
         yield
     finally:
         tf_trainer.reduce_per_replica = original
+        del model._maybe_symbolic_build  # the class's method again
 
 
 def _compile(model: keras.Model, learning_rate: float) -> None:
