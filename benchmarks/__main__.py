@@ -26,6 +26,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
+from benchmarks.lone import measure_lone  # noqa: E402
 from benchmarks.overload import measure_overload  # noqa: E402
 from benchmarks.protocols import measure_protocols  # noqa: E402
 from benchmarks.servers import ROOT, ServerProcess  # noqa: E402
@@ -176,6 +177,7 @@ def measure_variant(args: argparse.Namespace, variant: str, workdir: Path) -> di
     front_ends = [int(count) for count in args.front_ends.split(",")]
     servers = servers_for(variant, model_path, front_ends, workdir)
     last = [name for name in servers if name.startswith("convbridge")][-1]
+    lone = measure_lone_requests(servers, body.read_bytes())
     for name, (server, path) in servers.items():
         try:
             server.wait_ready()
@@ -210,10 +212,31 @@ def measure_variant(args: argparse.Namespace, variant: str, workdir: Path) -> di
         "ceiling": ceiling,
         "ceiling_measurements": [before, after],
         "runs": runs,
+        "lone": lone,
         "protocols": protocols,
         "overload": overload,
         "scaling": scaling,
     }
+
+
+def measure_lone_requests(
+    servers: dict[str, tuple[ServerProcess, str]], body: bytes
+) -> dict[str, Any]:
+    """The naive server and every convbridge, all up at once, one request each in turn."""
+    taking_part = {
+        name: entry for name, entry in servers.items() if name == "naive" or "convbridge" in name
+    }
+    for server, _ in taking_part.values():
+        server.wait_ready()
+    print("lone requests, interleaved between the naive server and convbridge:", flush=True)
+    results = {name: asdict(result) for name, result in measure_lone(taking_part, body).items()}
+    for name, result in results.items():
+        print(
+            f"  {name:<28} p50 {result['p50_ms']:6.2f} ms  p99 {result['p99_ms']:6.2f} ms  "
+            f"vs naive {result['vs_naive_ms']:+.2f} ms",
+            flush=True,
+        )
+    return results
 
 
 def measure_scaling(

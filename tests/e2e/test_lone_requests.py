@@ -1,0 +1,79 @@
+"""benchmarks/lone.py: lone requests taking turns between servers, and the c=1 check it feeds.
+
+Over a real socket to the session's server: two names for the same server are two keep-alive
+connections answered by one process, so the comparison between them must come out exactly
+even for the baseline and close to even for the other.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmarks.lone import measure_lone
+from benchmarks.report import LATENCY_MARGIN_MS, format_markdown
+from tests.images import digit_png
+
+pytestmark = [pytest.mark.e2e]
+
+
+def test_every_server_is_timed_in_every_round_against_the_baseline(server, digits) -> None:
+    body = digit_png(digits.test.images[0])
+    path = "/models/gap/classify"
+    results = measure_lone({"naive": (server, path), "again": (server, path)}, body, rounds=40)
+
+    assert set(results) == {"naive", "again"}
+    assert results["naive"].vs_naive_ms == 0.0  # each round against itself
+    for result in results.values():
+        assert 0 < result.p50_ms <= result.p99_ms
+    # The same server behind two connections: the median difference is far below the margin.
+    assert abs(results["again"].vs_naive_ms) < LATENCY_MARGIN_MS
+
+
+def test_a_server_that_fails_a_request_stops_the_measurement(server, digits) -> None:
+    body = digit_png(digits.test.images[0])
+    servers = {
+        "naive": (server, "/models/gap/classify"),
+        "broken": (server, "/models/nope/classify"),
+    }
+    with pytest.raises(RuntimeError, match="answered 404"):
+        measure_lone(servers, body, rounds=1)
+
+
+def _results(vs_naive_ms: float) -> dict:
+    run = {
+        "concurrency": 64,
+        "throughput": 100.0,
+        "p50_ms": 10.0,
+        "p99_ms": 12.0,
+        "errors": 0,
+        "cpu_ms_per_request": 1.0,
+        "server_cpu": 1.0,
+        "wrk_cpu": 0.1,
+    }
+    lone = {"p50_ms": 2.0 + vs_naive_ms, "p99_ms": 3.0, "vs_naive_ms": vs_naive_ms}
+    comparison = {
+        "variant": "gap",
+        "ceiling": [{"batch": 32, "images_per_second": 1000.0, "median_ms": 32.0}],
+        "runs": {"naive": [run], "convbridge, 1 front end(s)": [run]},
+        "lone": {
+            "naive": {"p50_ms": 2.0, "p99_ms": 3.0, "vs_naive_ms": 0.0},
+            "convbridge, 1 front end(s)": lone,
+        },
+    }
+    return {
+        "machine": "test",
+        "command": "python -m benchmarks",
+        "date": "2026-11-23",
+        "seconds": 1,
+        "comparisons": [comparison],
+    }
+
+
+@pytest.mark.parametrize(("extra", "mark"), [(0.25, "yes"), (0.35, "**no**")])
+def test_the_lone_request_target_is_checked_on_the_interleaved_difference(extra, mark) -> None:
+    report = format_markdown(_results(extra))
+
+    assert "| convbridge, 1 front end(s) | " in report  # the interleaved table's row
+    check = next(line for line in report.splitlines() if "lone request p50" in line)
+    assert f"{extra:+.2f} ms" in check
+    assert check.endswith(f"| {mark} |")
