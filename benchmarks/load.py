@@ -29,6 +29,14 @@ end
 """
 
 
+def percentile(values: list[float], q: float) -> float:
+    """The ``q`` quantile of ``values`` by rank (0 when there are none), as every table gives it."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
 class WrkMissingError(RuntimeError):
     pass
 

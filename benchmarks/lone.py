@@ -16,6 +16,8 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from benchmarks.load import percentile
+
 if TYPE_CHECKING:
     from benchmarks.servers import ServerProcess
 
@@ -56,11 +58,10 @@ def measure_lone(
             connection.close()
     results = {}
     for name, values in latencies.items():
-        ordered = sorted(values)
         differences = [v - b for v, b in zip(values, latencies[baseline], strict=True)]
         results[name] = LoneResult(
             p50_ms=statistics.median(values) * 1000,
-            p99_ms=ordered[int(0.99 * (len(ordered) - 1))] * 1000,
+            p99_ms=percentile(values, 0.99) * 1000,
             vs_naive_ms=statistics.median(differences) * 1000,
         )
     return results

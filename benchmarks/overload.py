@@ -25,6 +25,7 @@ import aiohttp
 import httpx
 import orjson
 
+from benchmarks.load import percentile
 from benchmarks.servers import ServerProcess
 
 IMAGES_PER_REQUEST = 64
@@ -48,8 +49,7 @@ class Phase:
         self.latencies.setdefault(status, []).append(seconds)
 
     def p(self, status: int, q: float) -> float:
-        values = sorted(self.latencies.get(status, [0.0]))
-        return values[min(len(values) - 1, int(q * len(values)))] * 1000
+        return percentile(self.latencies.get(status, []), q) * 1000
 
 
 class RssSampler(threading.Thread):

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from benchmarks.load import percentile
 from benchmarks.servers import ServerProcess
 
 Call = Callable[[], Awaitable[None]]
@@ -132,15 +133,13 @@ async def _measure(
             await _drive(call, 4, 1.0)  # warm up
             for concurrency in levels:
                 latencies, errors = await _drive(call, concurrency, seconds)
-                ordered = sorted(latencies)
-                p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] if ordered else 0
                 runs.append(
                     ProtocolRun(
                         name,
                         concurrency,
                         len(latencies) / seconds,
-                        statistics.median(ordered) * 1000 if ordered else 0.0,
-                        p99 * 1000,
+                        statistics.median(latencies) * 1000 if latencies else 0.0,
+                        percentile(latencies, 0.99) * 1000,
                         errors,
                     )
                 )
