@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from benchmarks.lone import measure_lone
-from benchmarks.report import LATENCY_MARGIN_MS, format_markdown
+from benchmarks.report import LATENCY_MARGIN_MS, TUNED, format_markdown
 from tests.images import digit_png
 
 pytestmark = [pytest.mark.e2e]
@@ -77,3 +77,22 @@ def test_the_lone_request_target_is_checked_on_the_interleaved_difference(extra,
     check = next(line for line in report.splitlines() if "lone request p50" in line)
     assert f"{extra:+.2f} ms" in check
     assert check.endswith(f"| {mark} |")
+
+
+def test_a_tuned_server_is_shown_but_never_meets_a_target_for_the_defaults() -> None:
+    results = _results(0.25)
+    comparison = results["comparisons"][0]
+    tuned = f"{TUNED}, 1 front end(s)"
+    fast = {**comparison["runs"]["naive"][0], "throughput": 900.0}  # 0.9x the ceiling
+    comparison["runs"][tuned] = [fast]
+    comparison["lone"][tuned] = {"p50_ms": 4.0, "p99_ms": 5.0, "vs_naive_ms": 2.0}
+
+    report = format_markdown(results)
+
+    assert f"| {tuned} | 64 | 900 |" in report  # in the throughput table
+    assert f"| {tuned} | 4.00 | 5.00 | +2.00 ms |" in report  # and in the interleaved one
+    checks = [line for line in report.splitlines() if line.startswith("| `gap`")]
+    assert checks and not any(tuned in line for line in checks)
+    ceiling = next(line for line in checks if "ceiling" in line)
+    assert "(convbridge, 1 front end(s))" in ceiling  # the default's 0.10x, not the tuned 0.90x
+    assert ceiling.endswith("| **no** |")
