@@ -117,7 +117,7 @@ def create_app(
         timeout_s=settings.body_timeout_s,
         min_rate=settings.body_min_bytes_per_s,
     )
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(MetricsMiddleware, metrics=metrics, access_log=settings.access_log)
     for router in ROUTERS:
         app.include_router(router)
     app.mount("/static", static_files(), name="static")

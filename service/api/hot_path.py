@@ -54,7 +54,7 @@ class ClassifyHotPath:
             timeout_s=settings.body_timeout_s,
             min_rate=settings.body_min_bytes_per_s,
         )
-        self.app = MetricsMiddleware(app, metrics=metrics)
+        self.app = MetricsMiddleware(app, metrics=metrics, access_log=settings.access_log)
 
     def takes(self, scope: Scope) -> bool:
         """True for a classify request this path answers (its arguments kept in the scope)."""

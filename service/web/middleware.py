@@ -1,11 +1,13 @@
-"""Pure ASGI middleware: request metrics by route template, the bearer token, and the request
-body's limits in size and time."""
+"""Pure ASGI middleware: request metrics by route template (and the access log, when it is
+on), the bearer token, and the request body's limits in size and time."""
 
 from __future__ import annotations
 
 import asyncio
 import hmac
+import logging
 import time
+import urllib.parse
 
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -13,13 +15,17 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from service.errors import ApiError, BodyTooLargeError
 from service.metrics import Metrics
 
+ACCESS = logging.getLogger("convbridge.access")
+
 
 class MetricsMiddleware:
-    """Observe every HTTP request in convbridge_http_request_duration_seconds."""
+    """Observe every HTTP request in convbridge_http_request_duration_seconds, and with
+    ``access_log`` write a line for it on the convbridge.access logger."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics, access_log: bool = False) -> None:
         self.app = app
         self.metrics = metrics
+        self.access_log = access_log
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -39,9 +45,26 @@ class MetricsMiddleware:
         finally:
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
-            self.metrics.observe_http(
-                scope["method"], template, status, time.perf_counter() - started
-            )
+            seconds = time.perf_counter() - started
+            self.metrics.observe_http(scope["method"], template, status, seconds)
+            if self.access_log:
+                _log_access(scope, status, seconds)
+
+
+def _log_access(scope: Scope, status: int, seconds: float) -> None:
+    """``client "METHOD /path?query HTTP/1.1" status milliseconds``, as an access log reads."""
+    client = scope.get("client")
+    query = scope.get("query_string", b"")
+    path = urllib.parse.quote(scope["path"]) + ("?" + query.decode("latin-1") if query else "")
+    ACCESS.info(
+        '%s "%s %s HTTP/%s" %d %.2f ms',
+        f"{client[0]}:{client[1]}" if client else "-",
+        scope["method"],
+        path,
+        scope.get("http_version", "1.1"),
+        status,
+        seconds * 1000,
+    )
 
 
 class BearerTokenMiddleware:
