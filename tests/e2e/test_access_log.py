@@ -37,6 +37,10 @@ def logging_server(gap_repository, tmp_path_factory):
         instance.stop()
 
 
+def _post_png(client: httpx.Client, path: str, body: bytes) -> int:
+    return client.post(path, content=body, headers={"Content-Type": "image/png"}).status_code
+
+
 def _access_lines(log: str) -> list[tuple[str, str, int, float]]:
     found = []
     for line in log.splitlines():
@@ -54,15 +58,9 @@ def _access_lines(log: str) -> list[tuple[str, str, int, float]]:
 def test_every_request_gets_one_json_line_with_its_status_and_time(logging_server, digits) -> None:
     body = digit_png(digits.test.images[0])
     with httpx.Client(base_url=logging_server.url, timeout=30) as client:
-        answer = client.post(
-            "/models/gap/classify?top_k=2", content=body, headers={"Content-Type": "image/png"}
-        )
-        assert answer.status_code == 200
+        assert _post_png(client, "/models/gap/classify?top_k=2", body) == 200
         assert client.get("/models").status_code == 200
-        missing = client.post(
-            "/models/nope/classify", content=body, headers={"Content-Type": "image/png"}
-        )
-        assert missing.status_code == 404
+        assert _post_png(client, "/models/nope/classify", body) == 404
         assert client.get("/healthz").status_code == 200  # the last line is written by now
 
     lines = _access_lines(logging_server.log())
@@ -78,10 +76,7 @@ def test_every_request_gets_one_json_line_with_its_status_and_time(logging_serve
 def test_the_default_is_no_access_log(server, digits) -> None:
     body = digit_png(digits.test.images[0])
     with httpx.Client(base_url=server.url, timeout=30) as client:
-        answer = client.post(
-            "/models/gap/classify?top_k=3", content=body, headers={"Content-Type": "image/png"}
-        )
-        assert answer.status_code == 200
+        assert _post_png(client, "/models/gap/classify?top_k=3", body) == 200
         assert client.get("/healthz").status_code == 200
 
     log = server.log()
