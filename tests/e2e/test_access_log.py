@@ -2,8 +2,8 @@
 access log at all by default (uvicorn's wrote a plain-text line per request, at a cost of 13%
 of a light model's throughput).
 
-Over a real socket, through the split (one front end): the classify shortcut and the router's
-routes both write their line, errors included.
+Over a real socket, through the split (one front end) and in one process: the classify
+shortcut and the router's routes both write their line, errors included.
 """
 
 from __future__ import annotations
@@ -22,12 +22,12 @@ pytestmark = [pytest.mark.e2e]
 LINE = re.compile(r'127\.0\.0\.1:\d+ "(\w+) (\S+) HTTP/1\.1" (\d{3}) (\d+\.\d\d) ms')
 
 
-@pytest.fixture(scope="module")
-def logging_server(gap_repository, tmp_path_factory):
+@pytest.fixture(scope="module", params=["1", "0"], ids=["split", "one process"])
+def logging_server(request, gap_repository, tmp_path_factory):
     instance = start_server(
         gap_repository,
         tmp_path_factory.mktemp("access") / "server.log",
-        CONVBRIDGE_WORKERS="1",
+        CONVBRIDGE_WORKERS=request.param,
         CONVBRIDGE_ACCESS_LOG="true",
         CONVBRIDGE_LOG_FORMAT="json",
     )
