@@ -29,7 +29,7 @@ import numpy as np  # noqa: E402
 from benchmarks.lone import measure_lone  # noqa: E402
 from benchmarks.overload import measure_overload  # noqa: E402
 from benchmarks.protocols import measure_protocols  # noqa: E402
-from benchmarks.report import TUNED, TUNED_SETTINGS  # noqa: E402
+from benchmarks.report import TUNED, TUNED_SETTINGS, at_defaults  # noqa: E402
 from benchmarks.servers import ROOT, ServerProcess  # noqa: E402
 
 if TYPE_CHECKING:
@@ -191,9 +191,7 @@ def measure_variant(args: argparse.Namespace, variant: str, workdir: Path) -> di
     overload: dict[str, Any] = {}
     front_ends = [int(count) for count in args.front_ends.split(",")]
     servers = servers_for(variant, model_path, front_ends, workdir)
-    last = [
-        name for name in servers if name.startswith("convbridge") and not name.startswith(TUNED)
-    ][-1]
+    last = [name for name in servers if at_defaults(name)][-1]
     lone = measure_lone_requests(servers, body.read_bytes())
     for name, (server, path) in servers.items():
         try:

@@ -22,6 +22,11 @@ TUNED = "convbridge tuned"
 TUNED_SETTINGS = {"CONVBRIDGE_INTRA_OP_THREADS": "1", "CONVBRIDGE_BATCH_THREADS": "2"}
 
 
+def at_defaults(server: str) -> bool:
+    """A convbridge at its default settings: the servers the targets are checked on."""
+    return server.startswith("convbridge") and not server.startswith(TUNED)
+
+
 def format_markdown(results: dict[str, Any]) -> str:
     lines = [
         f"Machine: {results['machine']}. Command: `{results['command']}` ({results['date']}). "
@@ -162,11 +167,7 @@ def _protocols(protocols: dict[str, Any]) -> list[str]:
 
 def _check(comparison: dict[str, Any], batch32: float, checks: list[str]) -> None:
     variant = comparison["variant"]
-    ours = {
-        k: v
-        for k, v in comparison["runs"].items()
-        if k.startswith("convbridge") and not k.startswith(TUNED)
-    }
+    ours = {k: v for k, v in comparison["runs"].items() if at_defaults(k)}
     at = {name: {run["concurrency"]: run for run in runs} for name, runs in ours.items()}
     best = max(ours, key=lambda name: at[name].get(64, {"throughput": 0})["throughput"])
     top = at[best].get(64)
