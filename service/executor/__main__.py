@@ -40,8 +40,12 @@ def main(argv: list[str] | None = None) -> int:
     except DeviceError as error:
         print(f"convbridge executor: {error}", file=sys.stderr)
         return 2
+    import dataclasses
+
     import uvloop
 
+    # This process's loop only routes messages to the batchers: they may compute on it.
+    runtime = dataclasses.replace(runtime, dedicated_loop=True)
     return uvloop.run(_serve(settings, runtime, args.socket))
 
 

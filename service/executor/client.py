@@ -49,6 +49,9 @@ class RemoteEngine:
         # Images (one place per request until it knows) between admission and answer, per
         # queue: bounded by max_queue_images, so bodies read and decoded here stay bounded.
         self.pending: dict[tuple[str, int, str], int] = {}
+        # Requests holding a lease here, from lookup to answer: one alone may be run by the
+        # executor at once (Batcher's run_idle_inline).
+        self.leases = 0
         self._protocol: FrameProtocol | None = None
         self._pending: dict[int, asyncio.Future[tuple[dict[str, Any], memoryview]]] = {}
         self._ids = itertools.count(1)
@@ -137,23 +140,42 @@ class RemoteEngine:
         if self._lost is not None:
             self._lost.set()
 
-    def _send(self, header: dict[str, Any], payload: bytes | memoryview = b"") -> None:
+    def request(
+        self, header: dict[str, Any], payload: bytes | memoryview = b"", timeout: float = 60
+    ) -> asyncio.Future[tuple[dict[str, Any], memoryview]]:
+        """Send a request; the future gets its reply (header, payload), or TimeoutError after
+        ``timeout`` seconds. Sent with this turn's other frames, or at :meth:`flush`."""
         if self._protocol is None:
             raise ModelNotReadyError(GONE)
-        self._protocol.send(header, payload)
+        number = next(self._ids)
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._protocol.send({**header, "id": number}, payload)
+        self._pending[number] = future
+        timer = loop.call_later(timeout, self._expire, number, timeout)
+
+        def settled(_: asyncio.Future[Any]) -> None:  # answered, timed out or cancelled
+            timer.cancel()
+            self._pending.pop(number, None)
+
+        future.add_done_callback(settled)
+        return future
+
+    def flush(self) -> None:
+        """Send the frames queued so far now, not at the end of this turn of the loop."""
+        if self._protocol is not None:
+            self._protocol.flush()
+
+    def _expire(self, number: int, timeout: float) -> None:
+        future = self._pending.pop(number, None)
+        if future is not None and not future.done():
+            future.set_exception(TimeoutError(f"the executor did not answer in {timeout:g} s"))
 
     async def _call(
         self, header: dict[str, Any], payload: bytes | memoryview = b"", timeout: float = 60
     ) -> tuple[dict[str, Any], memoryview]:
         """Send a request and wait for its reply; the executor's errors are raised here."""
-        number = next(self._ids)
-        future = asyncio.get_running_loop().create_future()
-        self._pending[number] = future
-        try:
-            self._send({**header, "id": number}, payload)
-            reply, data = await asyncio.wait_for(future, timeout)
-        finally:
-            self._pending.pop(number, None)
+        reply, data = await self.request(header, payload, timeout)
         if "error" in reply:
             raise_error(reply)
         return reply, data

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from service.executor.protocol import unpack_arrays
+from service.executor.protocol import raise_error, unpack_arrays
 from service.inference.batch import BatchStats
 from service.inference.errors import DeadlineExceededError
 
@@ -53,7 +53,6 @@ class Gatherer:
         self._open: dict[Key, _Group] = {}
         self._ready: list[_Group] = []
         self._scheduled = False
-        self._tasks: set[asyncio.Task[None]] = set()
 
     async def infer(
         self,
@@ -83,33 +82,26 @@ class Gatherer:
             self._scheduled = True
             loop.call_soon(self._send_all)
         try:
-            return await asyncio.wait_for(part.future, timeout)
+            async with asyncio.timeout(timeout):
+                return await part.future
         except TimeoutError:
             raise DeadlineExceededError(f"no answer within {timeout:.3g} s") from None
 
     def _send_all(self) -> None:
+        """Send this turn's groups, one frame each, in one write; the replies are handled
+        as they arrive (no task, no wait per group)."""
         groups, self._ready, self._open, self._scheduled = self._ready, [], {}, False
         for group in groups:
-            task = asyncio.get_running_loop().create_task(self._send(group))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            parts = [part for part in group.parts if not part.future.done()]
+            if not parts:
+                continue
+            try:
+                self._send(group, parts)
+            except Exception as error:  # every request of the group learns of it
+                _fail(parts, error)
+        self._engine.flush()
 
-    async def _send(self, group: _Group) -> None:
-        parts = [part for part in group.parts if not part.future.done()]
-        if not parts:
-            return
-        try:
-            answers = await self._call(group, parts)
-        except Exception as error:  # every request of the group learns of it
-            for part in parts:
-                if not part.future.done():
-                    part.future.set_exception(error)
-            return
-        for part, answer in zip(parts, answers, strict=True):
-            if not part.future.done():
-                part.future.set_result(answer)
-
-    async def _call(self, group: _Group, parts: list[_Part]) -> list[Answer]:
+    def _send(self, group: _Group, parts: list[_Part]) -> None:
         engine, arena = self._engine, self._engine.arena
         name, version, expect, signature, _, _ = group.key
         images = parts[0].images if len(parts) == 1 else np.concatenate([p.images for p in parts])
@@ -128,6 +120,7 @@ class Gatherer:
             "dtype": images.dtype.str,
             "block": list(block) if block is not None else None,
             "inline": block is None,
+            "alone": engine.leases == len(parts),  # every request under way here is in it
         }
         if parts[0].extra:
             header["extra"] = {
@@ -141,20 +134,45 @@ class Gatherer:
                 target[:] = images.ravel()
             else:
                 payload = images.data.cast("B")
-            reply, data = await engine._call(header, payload, timeout=timeout + 1.0)
-            memory = arena.memory if arena is not None else None
-            outputs = unpack_arrays(reply["outputs"], memory, data)
-            queue, compute, batch = reply["stats"]
+            reply = engine.request(header, payload, timeout=timeout + 1.0)
+        except BaseException:
+            if block is not None and arena is not None:
+                arena.free(block)
+            raise
+        reply.add_done_callback(lambda done: self._answered(done, parts, block))
+
+    def _answered(
+        self,
+        reply: asyncio.Future[tuple[dict[str, Any], memoryview]],
+        parts: list[_Part],
+        block: tuple[int, int] | None,
+    ) -> None:
+        """Give each request its rows of the reply, or the reply's error."""
+        arena = self._engine.arena
+        try:
+            header, data = reply.result()
+            if "error" in header:
+                raise_error(header)
+            outputs = unpack_arrays(header["outputs"], arena.memory if arena else None, data)
+            queue, compute, batch = header["stats"]
             stats = BatchStats(queue, compute, int(batch))
-            answers = []
             start = 0
             for part in parts:  # copies: the block is freed below
                 rows = slice(start, start + len(part.images))
                 start = rows.stop
-                answers.append(({k: v[rows].copy() for k, v in outputs.items()}, stats, reply))
-            return answers
+                if not part.future.done():
+                    answer = {k: v[rows].copy() for k, v in outputs.items()}
+                    part.future.set_result((answer, stats, header))
+        except BaseException as error:  # every request of the group learns of it
+            _fail(parts, error)
         finally:
             # Freed once answered or timed out: the executor writes into a block only before
             # its reply, and never after the deadline it was given.
             if block is not None and arena is not None:
                 arena.free(block)
+
+
+def _fail(parts: list[_Part], error: BaseException) -> None:
+    for part in parts:
+        if not part.future.done():
+            part.future.set_exception(error)

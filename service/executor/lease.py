@@ -61,6 +61,7 @@ class RemoteLease:
         # uploads cannot fill the queue; its images count from :meth:`expect` on.
         self._key, self._held = key, 0
         engine.pending.setdefault(key, 0)
+        engine.leases += 1
         return self
 
     def _check(self, signature: str) -> None:
@@ -109,6 +110,8 @@ class RemoteLease:
 
     async def __aexit__(self, *exc_info: object) -> None:
         """Give back this request's places (the arena block was freed with its answer)."""
+        if self._key is not None:
+            self._engine.leases -= 1
         self._hold(0)
         self._key = None
 

@@ -142,11 +142,12 @@ class FrameProtocol(asyncio.Protocol):
             return
         self._outgoing.append(frame(header, payload))
         if len(self._outgoing) == 1:
-            asyncio.get_running_loop().call_soon(self._flush)
+            asyncio.get_running_loop().call_soon(self.flush)
 
-    def _flush(self) -> None:
+    def flush(self) -> None:
+        """Write the queued frames now (at the latest, the end of this turn does)."""
         outgoing, self._outgoing = self._outgoing, []
-        if self.transport is not None and not self.transport.is_closing():
+        if outgoing and self.transport is not None and not self.transport.is_closing():
             self.transport.write(b"".join(outgoing))
 
     def connection_lost(self, exc: Exception | None) -> None:

@@ -146,7 +146,9 @@ class _Connection:
             }
             if set(extra) != set(types) or any(len(v) != len(images) for v in extra.values()):
                 raise ValueError(f"{signature} needs {sorted(types)}, one per image")
-            result = await lease.run(images, header["timeout"], signature, extra)
+            result = await lease.run(
+                images, header["timeout"], signature, extra, header.get("alone", False)
+            )
         memory = self.arena.memory if self.arena is not None else None
         specs, data = pack_arrays(result.outputs, memory, block)
         stats = result.stats

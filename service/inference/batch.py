@@ -58,11 +58,11 @@ class Ticket:
             self._batcher._announce(count - held)
 
     async def submit(
-        self, images: np.ndarray, timeout: float, extra: Extra | None = None
+        self, images: np.ndarray, timeout: float, extra: Extra | None = None, alone: bool = False
     ) -> tuple[dict[str, np.ndarray], BatchStats]:
         """Queue the images; see :meth:`Batcher.submit`. The ticket holds nothing afterwards."""
         held, self._held = self._held, 0
-        return await self._batcher._submit(images, timeout, extra or {}, announced=held)
+        return await self._batcher._submit(images, timeout, extra or {}, held, alone)
 
     def release(self) -> None:
         """Give back what the ticket still holds (nothing once submitted); idempotent."""

@@ -159,10 +159,12 @@ class Lease:
         timeout: float,
         signature: str | None = None,
         extra: Extra | None = None,
+        alone: bool = False,
     ) -> Result:
         """Run ``images`` through ``signature`` (default: the reserved one) within ``timeout`` s.
 
         ``extra``: the signature's other inputs, one row per image (explain's ``class_index``).
+        ``alone``: the caller knows of no other request under way (Batcher.submit).
 
         QueueFullError, DeadlineExceededError or BatchSizeMismatchError when it cannot.
         """
@@ -171,10 +173,10 @@ class Lease:
         batcher = self._model.batcher(signature)
         if signature == self._signature and self._ticket is not None:
             ticket, self._ticket = self._ticket, None
-            outputs, stats = await ticket.submit(images, timeout, extra)
+            outputs, stats = await ticket.submit(images, timeout, extra, alone)
         else:
             self._release_ticket()  # the reserved place stood in for this signature's
-            outputs, stats = await batcher.submit(images, timeout, extra)
+            outputs, stats = await batcher.submit(images, timeout, extra, alone)
         return Result(outputs, stats)
 
     def _release_ticket(self) -> None:

@@ -123,6 +123,7 @@ class LoadedModel:
                 on_batch=self._metrics.batch_size.labels(*labels).observe,
                 on_depth=functools.partial(self._report_depth, signature),
                 concurrency=self._settings.batch_threads,
+                run_idle_inline=self._runtime.dedicated_loop,
             )
             self._batchers[signature] = batcher
             batcher.start()

@@ -21,6 +21,9 @@ class Runtime:
     device: str  # a TensorFlow device string such as "/GPU:0"
     kind: str  # "cpu" or "gpu"
     description: str
+    # The event loop does nothing but feed the batchers (the model executor's): an idle
+    # batcher may run a lone request on it (see Batcher's run_idle_inline).
+    dedicated_loop: bool = False
 
 
 def configure_tensorflow(settings: Settings) -> Runtime:

@@ -358,3 +358,47 @@ def test_extra_inputs_are_stacked_with_their_images(executor) -> None:
     # Every call got as many class rows as images, and none held more than a batch.
     assert all(len(images) == len(classes) <= 4 for images, classes in seen)
     assert sum(len(images) for images, _ in seen) == 9
+
+
+def test_a_request_alone_runs_on_the_loops_thread_only_when_the_batcher_is_idle(
+    executor,
+) -> None:
+    """run_idle_inline: an idle batcher runs a lone request at once on the caller's thread;
+    one that is not alone, a busy batcher, or two batch threads keep the executor's thread."""
+    threads: list[str] = []
+
+    def run_batch(batch: np.ndarray) -> dict[str, np.ndarray]:
+        threads.append(threading.current_thread().name)
+        return {"double": batch * 2}
+
+    gate = threading.Event()
+    held = Recorder(gate=gate)
+
+    async def scenario() -> None:
+        batcher = Batcher(run_batch, executor, max_queue=64, run_idle_inline=True)
+        outputs, stats = await batcher.submit(np.ones((3, 2)), timeout=10, alone=True)
+        assert outputs["double"].tolist() == [[2, 2]] * 3
+        assert (stats.queue_seconds, stats.batch_size) == (0.0, 3)
+        await batcher.submit(np.ones((1, 2)), timeout=10)  # not known to be alone
+        await batcher.close()
+        # Two batch threads: a second batch may start while the first runs; never inline.
+        pair = Batcher(run_batch, executor, max_queue=64, concurrency=2, run_idle_inline=True)
+        await pair.submit(np.ones((1, 2)), timeout=10, alone=True)
+        await pair.close()
+
+    async def busy() -> None:  # a batch is inside the model: the lone one queues behind it
+        batcher = Batcher(held, executor, max_queue=64, run_idle_inline=True)
+        first = asyncio.ensure_future(batcher.submit(np.ones((1, 2)), timeout=10))
+        await inside(held)
+        second = asyncio.ensure_future(batcher.submit(np.ones((2, 2)), timeout=10, alone=True))
+        await turns()
+        assert not second.done()  # not run at once on this thread: it waits its turn
+        gate.set()
+        await asyncio.gather(first, second)
+        await batcher.close()
+
+    run(scenario())
+    assert threads[0] == threading.main_thread().name
+    assert all(name != threading.main_thread().name for name in threads[1:]) and len(threads) == 3
+    run(busy())
+    assert held.sizes == [1, 2]

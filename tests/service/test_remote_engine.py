@@ -24,6 +24,7 @@ from service.inference import (
     QueueFullError,
     UnknownSignatureError,
 )
+from service.inference.runtime import Runtime
 from service.metrics import Metrics
 from service.settings import Settings
 
@@ -124,6 +125,50 @@ def test_the_client_answers_like_the_engine(gap_repository: Path, tmp_path: Path
         assert "executor is not available" in (client.readiness().error or "")
         with pytest.raises(ModelNotReadyError, match="executor is not available"):
             await client.reserve("gap", None, CLASSIFY).__aenter__()
+        await client.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_lone_request_runs_at_once_in_an_executor_whose_loop_only_feeds_batchers(
+    gap_repository: Path, tmp_path: Path, digits
+) -> None:
+    """The front end says when a request is the only one it has under way; the executor then
+    runs it at once on its loop (no time queued), and anything else through its batch thread."""
+    images = digits.test.images[:2]
+    settings = Settings(repository=gap_repository)
+    runtime = Runtime("/CPU:0", "cpu", "CPU", dedicated_loop=True)
+
+    async def scenario() -> None:
+        engine = Engine(settings, Metrics(CollectorRegistry(), http=False), runtime)
+        server = ExecutorServer(engine, tmp_path / "executor.sock")
+        await server.start()
+        client = RemoteEngine(settings, tmp_path / "executor.sock", tmp_path)
+        await client.start()
+        await engine.start()
+        await _until(lambda: client.readiness().ready)
+        connection = next(iter(server.connections))
+        seen: list[bool] = []
+        infer = connection._infer
+
+        async def spy(header, payload):  # what the front end said, then the executor's work
+            seen.append(header["alone"])
+            return await infer(header, payload)
+
+        connection._infer = spy
+
+        async def run(rows: slice) -> float:
+            async with client.reserve("gap", None, CLASSIFY) as lease:
+                result = await lease.run(images[rows], timeout=10)
+            return result.stats.queue_seconds
+
+        assert await run(slice(0, 2)) == 0.0  # alone: run at once
+        # Two asked in one turn travel in one message, which holds all there is: at once.
+        assert await asyncio.gather(run(slice(0, 1)), run(slice(1, 2))) == [0.0, 0.0]
+        async with client.reserve("gap", None, CLASSIFY):  # another one under way here
+            assert await run(slice(0, 1)) > 0.0  # through the batcher and its thread
+        assert seen == [True, True, False] and client.leases == 0
+        await server.stop()
         await client.close()
 
     asyncio.run(scenario())
