@@ -78,7 +78,9 @@ class Gatherer:
         part = _Part(images, timeout, loop.create_future(), extra)
         group.parts.append(part)
         group.images += len(images)
-        if not self._scheduled:
+        if self._engine.leases == len(group.parts):
+            self._send_all()  # nothing else is under way here to gather: no need to wait
+        elif not self._scheduled:
             self._scheduled = True
             loop.call_soon(self._send_all)
         try:
@@ -88,9 +90,10 @@ class Gatherer:
             raise DeadlineExceededError(f"no answer within {timeout:.3g} s") from None
 
     def _send_all(self) -> None:
-        """Send this turn's groups, one frame each, in one write; the replies are handled
-        as they arrive (no task, no wait per group)."""
-        groups, self._ready, self._open, self._scheduled = self._ready, [], {}, False
+        """Send the groups gathered so far, one frame each, in one write; the replies are
+        handled as they arrive (no task, no wait per group)."""
+        self._scheduled = False
+        groups, self._ready, self._open = self._ready, [], {}
         for group in groups:
             parts = [part for part in group.parts if not part.future.done()]
             if not parts:

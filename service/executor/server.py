@@ -116,6 +116,8 @@ class _Connection:
             self.protocol.send(error_header(header["id"], error))
             return
         self.protocol.send({"id": header["id"], **reply}, data)
+        if header.get("alone"):
+            self.protocol.flush()  # no other reply to this front end is coming to share it
 
     async def _hello(self, header: dict[str, Any], _: memoryview) -> tuple[Any, bytes]:
         if header.get("arena"):

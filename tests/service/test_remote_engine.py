@@ -163,8 +163,14 @@ def test_a_lone_request_runs_at_once_in_an_executor_whose_loop_only_feeds_batche
             return result.stats.queue_seconds
 
         assert await run(slice(0, 2)) == 0.0  # alone: run at once
-        # Two asked in one turn travel in one message, which holds all there is: at once.
-        assert await asyncio.gather(run(slice(0, 1)), run(slice(1, 2))) == [0.0, 0.0]
+        # Two under way, asked in one turn: one message, which holds all there is: at once.
+        async with (
+            client.reserve("gap", None, CLASSIFY) as first,
+            client.reserve("gap", None, CLASSIFY) as second,
+        ):
+            both = await asyncio.gather(first.run(images[:1], 10), second.run(images[1:], 10))
+        assert [result.stats.queue_seconds for result in both] == [0.0, 0.0]
+        assert [result.stats.batch_size for result in both] == [2, 2]
         async with client.reserve("gap", None, CLASSIFY):  # another one under way here
             assert await run(slice(0, 1)) > 0.0  # through the batcher and its thread
         assert seen == [True, True, False] and client.leases == 0
