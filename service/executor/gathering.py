@@ -3,8 +3,9 @@
 Under load, a front end reaches the model call for several requests in one turn of its loop
 (their bodies arrived in the same read of the sockets). Each message costs the executor's
 event loop about as much as the images in it, so they travel together: one message, one lease
-and one queue item in the executor, one reply, whose rows go back to their requests. A lone
-request is sent alone, in the same turn it asked.
+and one queue item in the executor, one reply, whose rows go back to their requests. A
+request with nothing else under way in its front end is sent at once, marked ``alone``: the
+executor then runs it at once if its batcher is idle (Batcher's ``run_idle_inline``).
 """
 
 from __future__ import annotations
