@@ -39,8 +39,16 @@ class Batcher:
     one it would have had, without the hand-over to the executor thread and back (about
     0.2 ms of a lone request on a 2-core VM). The loop reads nothing meanwhile, which only a
     process whose loop does nothing but feed the batchers (the model executor) can afford,
-    and only for a lone request: under load the loop gathers the next batch while one runs.
+    only for a lone request (under load the loop gathers the next batch while one runs), and
+    only for a model whose calls are known to be short (:attr:`INLINE_LIMIT`): a slow model
+    would stall everything else the loop serves (other models, other front ends, /metrics and
+    readiness) for as long as its call lasts.
     """
+
+    # The longest model call, in seconds, that may run on the loop's thread. The estimate is
+    # a running mean that halves the weight of older calls: one slow call is enough to keep
+    # a slow model off the loop, one hiccup of a fast one is not enough to take it off.
+    INLINE_LIMIT = 0.010
 
     def __init__(
         self,
@@ -75,6 +83,7 @@ class Batcher:
         self._inline = run_idle_inline and concurrency == 1
         self._running: set[asyncio.Task[None]] = set()
         self._closed = False
+        self._call_seconds: float | None = None  # the estimate; None until a call is timed
 
     @property
     def queued_images(self) -> int:
@@ -178,7 +187,21 @@ class Batcher:
         return join(parts)
 
     def _idle(self) -> bool:
-        return not self._items and not self._running and not self._announced
+        """Nothing queued, running or announced, and the model's calls are short."""
+        return (
+            not self._items
+            and not self._running
+            and not self._announced
+            and self._call_seconds is not None
+            and self._call_seconds <= self.INLINE_LIMIT
+        )
+
+    def _timed(self, started: float) -> float:
+        """The seconds since ``started`` of a call that just ended, folded into the estimate."""
+        seconds = time.monotonic() - started
+        previous = self._call_seconds
+        self._call_seconds = seconds if previous is None else (previous + seconds) / 2
+        return seconds
 
     def _run_now(
         self, images: np.ndarray, extra: Extra
@@ -187,9 +210,12 @@ class Batcher:
         started = time.monotonic()
         self._on_depth(self._queued_images)  # the ticket's announced place is gone
         self._on_batch(len(images))
-        outputs = self._run_batch(images, **extra)
+        try:
+            outputs = self._run_batch(images, **extra)
+        finally:
+            compute = self._timed(started)
         check_rows(outputs, len(images))
-        return dict(outputs), BatchStats(0.0, time.monotonic() - started, len(images))
+        return dict(outputs), BatchStats(0.0, compute, len(images))
 
     async def _loop(self) -> None:
         while True:
@@ -217,16 +243,18 @@ class Batcher:
             }
             self._on_batch(len(stacked))
             try:
-                outputs = await asyncio.get_running_loop().run_in_executor(
-                    self._executor, functools.partial(self._run_batch, stacked, **extra)
-                )
+                try:
+                    outputs = await asyncio.get_running_loop().run_in_executor(
+                        self._executor, functools.partial(self._run_batch, stacked, **extra)
+                    )
+                finally:
+                    compute = self._timed(started)
                 check_rows(outputs, len(stacked))
             except Exception as error:  # every item of the batch learns of it
                 for item in batch:
                     if not item.future.done():
                         item.future.set_exception(error)
                 return
-            compute = time.monotonic() - started
             offset = 0
             for item in batch:
                 rows = slice(offset, offset + len(item.images))

@@ -11,6 +11,7 @@ import signal
 import threading
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -20,6 +21,7 @@ from benchmarks.servers import ServerProcess, process_tree
 from tests.conftest import start_server
 from tests.images import digit_png
 from tests.metrics import samples, value
+from tests.models import export_slow
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 TIMEOUT_S = 5.0  # the server's request timeout in these tests
@@ -267,3 +269,42 @@ def test_ready_means_every_front_end_serves(gap_repository: Path, tmp_path: Path
         assert statuses == {200: 40}, [a.text for a in answers if a.status_code != 200]
     finally:
         server.stop()
+
+
+def test_a_slow_models_lone_request_leaves_the_executor_free(
+    demo_repository: Path, tmp_path: Path, digits
+) -> None:
+    """The executor runs a lone request on its own loop only once it knows the model's calls
+    are short. A model that sleeps 1.5 s a call never runs there: while each of two lone
+    requests is in the model (the first before any call was timed, the second after), the
+    executor still answers the front end's /metrics, which shows the batch started."""
+    repository = tmp_path / "models"
+    export_slow(demo_repository / "gap" / "1", repository / "gap" / "1", "gap", seconds=1.5)
+    server = start_server(  # batches of one: a single warm-up call
+        repository, tmp_path / "server.log", CONVBRIDGE_WORKERS="1", CONVBRIDGE_MAX_BATCH_SIZE="1"
+    )
+    png = digit_png(digits.test.images[0])
+    try:
+        server.wait_ready()
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+
+            def classify() -> float:
+                response = client.post(
+                    "/models/gap/classify", content=png, headers={"Content-Type": "image/png"}
+                )
+                assert response.status_code == 200, response.text
+                return time.monotonic()
+
+            def batches() -> float:
+                page = httpx.get(server.url + "/metrics", timeout=30).text
+                return value(samples(page), "convbridge_batch_size_count", model="gap", version="1")
+
+            for started in (1, 2):
+                with ThreadPoolExecutor(1) as pool:
+                    answered = pool.submit(classify)
+                    assert wait_for(lambda started=started: batches() >= started, 30)
+                    seen = time.monotonic()
+                    # The page came while the call was still sleeping, long before its answer.
+                    assert answered.result() - seen > 0.5
+    finally:
+        assert server.stop() == 0

@@ -363,12 +363,16 @@ def test_extra_inputs_are_stacked_with_their_images(executor) -> None:
 def test_a_request_alone_runs_on_the_loops_thread_only_when_the_batcher_is_idle(
     executor,
 ) -> None:
-    """run_idle_inline: an idle batcher runs a lone request at once on the caller's thread;
-    one that is not alone, a busy batcher, or two batch threads keep the executor's thread."""
+    """run_idle_inline: an idle batcher whose last call was short runs a lone request at once
+    on the caller's thread; one that is not alone, a busy batcher, an untimed or slow model, or
+    two batch threads keep the executor's thread."""
     threads: list[str] = []
+    slow = threading.Event()
 
     def run_batch(batch: np.ndarray) -> dict[str, np.ndarray]:
         threads.append(threading.current_thread().name)
+        if slow.is_set():
+            time.sleep(Batcher.INLINE_LIMIT * 4)
         return {"double": batch * 2}
 
     gate = threading.Event()
@@ -376,13 +380,21 @@ def test_a_request_alone_runs_on_the_loops_thread_only_when_the_batcher_is_idle(
 
     async def scenario() -> None:
         batcher = Batcher(run_batch, executor, max_queue=64, run_idle_inline=True)
+        # No call timed yet: the model may be slow, so even a lone request takes the thread.
+        await batcher.submit(np.ones((1, 2)), timeout=10, alone=True)
         outputs, stats = await batcher.submit(np.ones((3, 2)), timeout=10, alone=True)
         assert outputs["double"].tolist() == [[2, 2]] * 3
         assert (stats.queue_seconds, stats.batch_size) == (0.0, 3)
         await batcher.submit(np.ones((1, 2)), timeout=10)  # not known to be alone
+        # One call far slower than INLINE_LIMIT (even one run inline) sends the next to the thread.
+        slow.set()
+        await batcher.submit(np.ones((1, 2)), timeout=10, alone=True)
+        slow.clear()
+        await batcher.submit(np.ones((1, 2)), timeout=10, alone=True)
         await batcher.close()
         # Two batch threads: a second batch may start while the first runs; never inline.
         pair = Batcher(run_batch, executor, max_queue=64, concurrency=2, run_idle_inline=True)
+        await pair.submit(np.ones((1, 2)), timeout=10, alone=True)
         await pair.submit(np.ones((1, 2)), timeout=10, alone=True)
         await pair.close()
 
@@ -398,7 +410,8 @@ def test_a_request_alone_runs_on_the_loops_thread_only_when_the_batcher_is_idle(
         await batcher.close()
 
     run(scenario())
-    assert threads[0] == threading.main_thread().name
-    assert all(name != threading.main_thread().name for name in threads[1:]) and len(threads) == 3
+    main = threading.main_thread().name
+    # untimed, inline, not alone, slow (inline: its last call was short), after slow, pair x2
+    assert [name == main for name in threads] == [False, True, False, True, False, False, False]
     run(busy())
     assert held.sizes == [1, 2]
