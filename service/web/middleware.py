@@ -132,6 +132,7 @@ class BodyLimitMiddleware:
         started: float | None = None
         complete = False
         loop = asyncio.get_running_loop()
+        arrived = _arrived(receive)
 
         async def limited_receive() -> Message:
             nonlocal received, started, complete
@@ -140,11 +141,14 @@ class BodyLimitMiddleware:
             now = loop.time()
             if started is None:
                 started = now
-            try:  # asyncio.timeout, not wait_for: no task per read on the hot path
-                async with asyncio.timeout(self._allowed(started, received, now)):
-                    message = await receive()
-            except TimeoutError:
-                raise self._too_slow(received, loop.time() - started) from None
+            if arrived is not None and arrived.is_set():
+                message = await receive()  # already here: nothing to time
+            else:
+                try:  # asyncio.timeout, not wait_for: no task per read on the hot path
+                    async with asyncio.timeout(self._allowed(started, received, now)):
+                        message = await receive()
+                except TimeoutError:
+                    raise self._too_slow(received, loop.time() - started) from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 complete = not message.get("more_body", False)
@@ -171,6 +175,14 @@ class BodyLimitMiddleware:
             headers={"Connection": "close"},
             received_bytes=received,
         )
+
+
+def _arrived(receive: Receive) -> asyncio.Event | None:
+    """The event uvicorn's request cycle sets when body bytes (or the disconnect) are there to
+    take, so that a read which cannot wait skips its timer (asyncio.timeout costs about 4 us,
+    1-2% of a small request's work in a front end); None for any other server's receive."""
+    event = getattr(getattr(receive, "__self__", None), "message_event", None)
+    return event if isinstance(event, asyncio.Event) else None
 
 
 def _content_length(scope: Scope) -> int | None:
