@@ -11,6 +11,7 @@ executor then runs it at once if its batcher is idle (Batcher's ``run_idle_inlin
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -27,22 +28,65 @@ if TYPE_CHECKING:
 # (model, version asked, version expected, signature, image shape, dtype)
 Key = tuple[str, int | None, int, str, tuple[int, ...], str]
 Answer = tuple[dict[str, np.ndarray], BatchStats, dict[str, Any]]
+# The event loop's timers fire up to a millisecond early (libuv's resolution): a deadline
+# that close counts as passed, rather than a timer armed again for the same instant.
+_TIMER_RESOLUTION_S = 0.001
 
 
 @dataclass
 class _Part:
     images: np.ndarray
     timeout: float
+    deadline: float  # the loop's time
     future: asyncio.Future[Answer]
     extra: Mapping[str, np.ndarray]
 
 
 @dataclass
 class _Group:
+    """One message's requests, and one timer for their deadlines (not a timer each: a timer
+    costs 2-4 us, and under load a message carries several requests)."""
+
     key: Key
     output_bytes: int  # per image
+    loop: asyncio.AbstractEventLoop
     parts: list[_Part] = field(default_factory=list)
     images: int = 0
+    timer: asyncio.TimerHandle | None = None
+    expires: float = math.inf
+
+    def add(self, part: _Part) -> None:
+        self.parts.append(part)
+        self.images += len(part.images)
+        if part.deadline < self.expires:
+            self._arm(part.deadline)
+
+    def settle(self) -> None:
+        """Answered: the deadlines are no longer watched."""
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def _arm(self, at: float) -> None:
+        self.settle()
+        self.expires = at
+        self.timer = self.loop.call_at(at, self._expire)
+
+    def _expire(self) -> None:
+        """Fail the requests whose deadline passed; watch for the next one."""
+        self.timer, self.expires = None, math.inf
+        now = self.loop.time() + _TIMER_RESOLUTION_S
+        later = math.inf
+        for part in self.parts:
+            if part.future.done():
+                continue
+            if part.deadline <= now:
+                message = f"no answer within {part.timeout:.3g} s"
+                part.future.set_exception(DeadlineExceededError(message))
+            else:
+                later = min(later, part.deadline)
+        if later < math.inf:
+            self._arm(later)
 
 
 class Gatherer:
@@ -71,24 +115,19 @@ class Gatherer:
         DeadlineExceededError once ``timeout`` has passed: the group's message carries the
         longest deadline of its requests, so a shorter one is not left to the executor.
         """
+        loop = asyncio.get_running_loop()
         group = self._open.get(key)
         if group is None or group.images + len(images) > self._max_images:
-            group = self._open[key] = _Group(key, output_bytes)
+            group = self._open[key] = _Group(key, output_bytes, loop)
             self._ready.append(group)
-        loop = asyncio.get_running_loop()
-        part = _Part(images, timeout, loop.create_future(), extra)
-        group.parts.append(part)
-        group.images += len(images)
+        part = _Part(images, timeout, loop.time() + timeout, loop.create_future(), extra)
+        group.add(part)
         if self._engine.leases == len(group.parts):
             self._send_all()  # nothing else is under way here to gather: no need to wait
         elif not self._scheduled:
             self._scheduled = True
             loop.call_soon(self._send_all)
-        try:
-            async with asyncio.timeout(timeout):
-                return await part.future
-        except TimeoutError:
-            raise DeadlineExceededError(f"no answer within {timeout:.3g} s") from None
+        return await part.future
 
     def _send_all(self) -> None:
         """Send the groups gathered so far, one frame each, in one write; the replies are
@@ -98,10 +137,12 @@ class Gatherer:
         for group in groups:
             parts = [part for part in group.parts if not part.future.done()]
             if not parts:
+                group.settle()
                 continue
             try:
                 self._send(group, parts)
             except Exception as error:  # every request of the group learns of it
+                group.settle()
                 _fail(parts, error)
         self._engine.flush()
 
@@ -143,15 +184,17 @@ class Gatherer:
             if block is not None and arena is not None:
                 arena.free(block)
             raise
-        reply.add_done_callback(lambda done: self._answered(done, parts, block))
+        reply.add_done_callback(lambda done: self._answered(done, group, parts, block))
 
     def _answered(
         self,
         reply: asyncio.Future[tuple[dict[str, Any], memoryview]],
+        group: _Group,
         parts: list[_Part],
         block: tuple[int, int] | None,
     ) -> None:
         """Give each request its rows of the reply, or the reply's error."""
+        group.settle()
         arena = self._engine.arena
         try:
             header, data = reply.result()
