@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import os
 import signal
 import sys
@@ -40,8 +41,6 @@ def main(argv: list[str] | None = None) -> int:
     except DeviceError as error:
         print(f"convbridge executor: {error}", file=sys.stderr)
         return 2
-    import dataclasses
-
     import uvloop
 
     # This process's loop only routes messages to the batchers: they may compute on it.

@@ -152,7 +152,7 @@ class RemoteEngine:
         future = loop.create_future()
         self._protocol.send({**header, "id": number}, payload)
         self._pending[number] = future
-        timer = loop.call_later(timeout, self._expire, number, timeout)
+        timer = loop.call_later(timeout, _expire, future, timeout)
 
         def settled(_: asyncio.Future[Any]) -> None:  # answered, timed out or cancelled
             timer.cancel()
@@ -165,11 +165,6 @@ class RemoteEngine:
         """Send the frames queued so far now, not at the end of this turn of the loop."""
         if self._protocol is not None:
             self._protocol.flush()
-
-    def _expire(self, number: int, timeout: float) -> None:
-        future = self._pending.pop(number, None)
-        if future is not None and not future.done():
-            future.set_exception(TimeoutError(f"the executor did not answer in {timeout:g} s"))
 
     async def _call(
         self, header: dict[str, Any], payload: bytes | memoryview = b"", timeout: float = 60
@@ -242,3 +237,9 @@ class RemoteEngine:
         if card is None:
             raise ModelNotReadyError(f"model {name!r} version {version}: no card received")
         return ModelInfo(name, version, device, card)
+
+
+def _expire(future: asyncio.Future[Any], timeout: float) -> None:
+    """A request's reply did not come in time (its ``settled`` callback forgets it)."""
+    if not future.done():
+        future.set_exception(TimeoutError(f"the executor did not answer in {timeout:g} s"))

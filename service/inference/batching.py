@@ -159,7 +159,7 @@ class Batcher:
                 f"{self._queued_images} images are queued; the limit is {self.max_queue}"
             )
         self.start()
-        if alone and self._inline and count <= self.max_batch_size and self._idle():
+        if alone and self._inline and count <= self.max_batch_size and self._can_run_now():
             return self._run_now(images, extra)
         loop = asyncio.get_running_loop()
         deadline = time.monotonic() + timeout
@@ -186,7 +186,7 @@ class Batcher:
                     item.future.cancel()  # dropped from its batch if not yet started
         return join(parts)
 
-    def _idle(self) -> bool:
+    def _can_run_now(self) -> bool:
         """Nothing queued, running or announced, and the model's calls are short."""
         return (
             not self._items
