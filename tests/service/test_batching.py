@@ -303,8 +303,8 @@ def test_concurrency_lets_batches_overlap() -> None:
             peak = max(peak, active)
         if meet:
             pairs.wait()  # only passes when two batches are inside at once
-        else:
-            time.sleep(0.05)  # compute time, long enough that an overlap would show
+        # Compute time, long enough that an overlap would show, and long enough to overlap.
+        time.sleep(Batcher.OVERLAP_MIN * 2)
         with lock:
             active -= 1
         return {"x": batch}
@@ -326,6 +326,36 @@ def test_concurrency_lets_batches_overlap() -> None:
     assert peak == 1
     run(scenario(2))
     assert peak == 2
+
+
+def test_short_calls_run_one_at_a_time_once_timed() -> None:
+    """A light model's batches would only contend for the GIL: once its calls are timed below
+    OVERLAP_MIN, the batcher runs them one after the other whatever its concurrency."""
+    active, peak_after_first = 0, 0
+    calls = 0
+    lock = threading.Lock()
+
+    def short(batch: np.ndarray) -> dict[str, np.ndarray]:
+        nonlocal active, peak_after_first, calls
+        with lock:
+            active += 1
+            calls += 1
+            if calls > 2:  # the first two start before any call is timed
+                peak_after_first = max(peak_after_first, active)
+        time.sleep(Batcher.OVERLAP_MIN / 5)
+        with lock:
+            active -= 1
+        return {"x": batch}
+
+    async def scenario() -> None:
+        with ThreadPoolExecutor(4) as pool:
+            batcher = Batcher(short, pool, max_batch_size=1, max_delay=0, concurrency=2)
+            await asyncio.gather(*(batcher.submit(np.zeros((1, 1)), timeout=10) for _ in range(8)))
+            await batcher.close()
+
+    run(scenario())
+    assert calls == 8
+    assert peak_after_first == 1
 
 
 def test_extra_inputs_are_stacked_with_their_images(executor) -> None:
@@ -364,8 +394,8 @@ def test_a_request_alone_runs_on_the_loops_thread_only_when_the_batcher_is_idle(
     executor,
 ) -> None:
     """run_idle_inline: an idle batcher whose last call was short runs a lone request at once
-    on the caller's thread; one that is not alone, a busy batcher, an untimed or slow model, or
-    two batch threads keep the executor's thread."""
+    on the caller's thread, whatever the batcher's concurrency; one that is not alone, a busy
+    batcher, an untimed or slow model keep the executor's thread."""
     threads: list[str] = []
     slow = threading.Event()
 
@@ -392,7 +422,7 @@ def test_a_request_alone_runs_on_the_loops_thread_only_when_the_batcher_is_idle(
         slow.clear()
         await batcher.submit(np.ones((1, 2)), timeout=10, alone=True)
         await batcher.close()
-        # Two batch threads: a second batch may start while the first runs; never inline.
+        # Two batch threads: an idle batcher is idle however many it has.
         pair = Batcher(run_batch, executor, max_queue=64, concurrency=2, run_idle_inline=True)
         await pair.submit(np.ones((1, 2)), timeout=10, alone=True)
         await pair.submit(np.ones((1, 2)), timeout=10, alone=True)
@@ -411,7 +441,8 @@ def test_a_request_alone_runs_on_the_loops_thread_only_when_the_batcher_is_idle(
 
     run(scenario())
     main = threading.main_thread().name
-    # untimed, inline, not alone, slow (inline: its last call was short), after slow, pair x2
-    assert [name == main for name in threads] == [False, True, False, True, False, False, False]
+    # untimed, inline, not alone, slow (inline: its last call was short), after slow, then the
+    # pair: untimed, inline
+    assert [name == main for name in threads] == [False, True, False, True, False, False, True]
     run(busy())
     assert held.sizes == [1, 2]
