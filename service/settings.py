@@ -18,7 +18,12 @@ class Settings(BaseSettings):
     repository: Path = Field(Path("models"), description="model repository: <name>/<version>/")
     device: Literal["auto", "cpu", "gpu"] = Field("auto", description="auto: GPU when present")
     gpu_memory_limit_mb: int | None = Field(None, ge=64, description="cap GPU memory per process")
-    intra_op_threads: int = Field(0, ge=0, description="TensorFlow intra-op threads; 0: TF default")
+    intra_op_threads: int = Field(
+        0,
+        ge=0,
+        description="TensorFlow intra-op threads of the batches; 0: 1 on CPU when lone_threads "
+        "gives each model a lone-request copy, else TF's default (one per core)",
+    )
     inter_op_threads: int = Field(0, ge=0, description="TensorFlow inter-op threads; 0: TF default")
     thread_spinning: bool = Field(
         False,
@@ -33,7 +38,22 @@ class Settings(BaseSettings):
         description="batch sizes the model is called with (batches are padded up to one); "
         "empty: powers of two on GPU, every size on CPU; the last must be max_batch_size",
     )
-    batch_threads: int = Field(1, ge=1, le=16, description="batches of one model run at once")
+    batch_threads: int | None = Field(
+        None,
+        ge=1,
+        le=16,
+        description="batches of one model that may run at once; default: one per core on CPU "
+        "with lone-request copies (each batch on one core), else 1",
+    )
+    lone_threads: int | None = Field(
+        None,
+        ge=0,
+        le=256,
+        description="CPU only: each model is loaded a second time with its own pool of this "
+        "many intra-op threads, and a call that finds no other under way runs there on every "
+        "core, while calls under load run on one core each; 0: no copy (half the weights' "
+        "memory; TensorFlow's threading as configured); default: one per core (0 on one core)",
+    )
     max_queue_images: int = Field(512, ge=1, description="queued images per model; then 503")
     request_timeout_s: float = Field(30.0, gt=0, le=3600, description="deadline of one request")
     decode_threads: int = Field(2, ge=1, le=64, description="threads decoding images")

@@ -16,6 +16,7 @@ import numpy as np
 from convbridge.card import ModelCard
 from service.inference.batching import Batcher
 from service.inference.errors import ModelLoadError, unknown_signature
+from service.inference.lone import LoneCopy
 from service.inference.runtime import Runtime
 from service.inference.signatures import check_signatures, served_signatures, warm_up_inputs
 from service.metrics import Metrics
@@ -38,7 +39,13 @@ class LoadedModel:
     """
 
     def __init__(
-        self, card: ModelCard, saved: Any, runtime: Runtime, settings: Settings, metrics: Metrics
+        self,
+        card: ModelCard,
+        saved: Any,
+        runtime: Runtime,
+        settings: Settings,
+        metrics: Metrics,
+        lone: LoneCopy | None = None,
     ) -> None:
         self.card = card
         self.name = card.name
@@ -46,9 +53,10 @@ class LoadedModel:
         self.device = runtime.device
         self._saved = saved  # owns the variables the signatures read
         self._signatures = {name: saved.signatures[name] for name in served_signatures(card)}
+        self._lone = lone
         self._runtime = runtime
         self.executor = ThreadPoolExecutor(
-            settings.batch_threads, thread_name_prefix=f"infer-{card.name}-{card.version}"
+            runtime.batch_threads, thread_name_prefix=f"infer-{card.name}-{card.version}"
         )
         self._batchers: dict[str, Batcher] = {}
         self._full: set[str] = set()
@@ -73,13 +81,25 @@ class LoadedModel:
         missing = [s for s in wanted if s not in saved.signatures]
         if missing:
             raise ModelLoadError(f"the SavedModel lacks signatures {missing}")
-        model = cls(card, saved, runtime, settings, metrics)
-        # Warm up on the inference threads themselves: that is where requests will run.
-        # Submitted together, each job starts its own thread (a waited-for job frees its thread
-        # for the next, which would warm one thread several times).
-        warming = [model.executor.submit(model.warm_up) for _ in range(settings.batch_threads)]
-        for job in warming:
-            job.result()
+        lone = None
+        if runtime.lone_threads:
+            lone = LoneCopy(path, wanted, runtime.lone_threads, runtime.thread_spinning)
+        model = cls(card, saved, runtime, settings, metrics, lone)
+        try:
+            # Warm up on the inference threads themselves: that is where requests will run.
+            # Submitted together, each job starts its own thread (a waited-for job frees its
+            # thread for the next, which would warm one thread several times).
+            threads = runtime.batch_threads
+            warming = [model.executor.submit(model.warm_up, eager=True) for _ in range(threads)]
+            for job in warming:
+                job.result()
+            if lone is not None:
+                model.warm_up(eager=False)
+        except BaseException:
+            model.executor.shutdown(wait=True)
+            if lone is not None:
+                lone.close()
+            raise
         return model
 
     def run(self, signature: str, images: np.ndarray, **extra: np.ndarray) -> dict[str, np.ndarray]:
@@ -88,25 +108,41 @@ class LoadedModel:
         ``extra``: the signature's other inputs, one row per image (explain's ``class_index``,
         padded with -1: the top class).
         """
-        import tensorflow as tf
-
         count = len(images)
         size = padded_size(count, self.batch_sizes)
         inputs = {self.card.input.name: images, **extra}
         if size > count:
             inputs = {name: _pad(values, size) for name, values in inputs.items()}
+        # A call that finds no other under way uses every core, on the lone copy; the others
+        # keep to one core each (the eager signatures, see configure_tensorflow).
+        with self._runtime.calls.call() as alone:
+            if alone and self._lone is not None:
+                outputs = self._lone.run(signature, inputs)
+            else:
+                outputs = self._call_eager(signature, inputs)
+        return {name: value[:count] for name, value in outputs.items()}
+
+    def _call_eager(self, signature: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        import tensorflow as tf
+
         with tf.device(self._runtime.device):
             outputs = self._signatures[signature](
                 **{name: tf.constant(values) for name, values in inputs.items()}
             )
-        return {name: value.numpy()[:count] for name, value in outputs.items()}
+        return {name: value.numpy() for name, value in outputs.items()}
 
-    def warm_up(self) -> None:
-        """Run every signature once per allowed batch size: the first request is not slower."""
+    def warm_up(self, eager: bool) -> None:
+        """Run every signature once per allowed batch size, on the eager signatures or on the
+        lone copy: the first request is not slower."""
         for size in self.batch_sizes:
             zeros = np.zeros((size, *self.card.input.shape), dtype=np.uint8)
             for signature in self._signatures:
-                outputs = self.run(signature, zeros, **warm_up_inputs(signature, size))
+                inputs = {self.card.input.name: zeros, **warm_up_inputs(signature, size)}
+                if eager:
+                    outputs = self._call_eager(signature, inputs)
+                else:
+                    assert self._lone is not None
+                    outputs = self._lone.run(signature, inputs)
                 if any(len(value) != size for value in outputs.values()):
                     raise ModelLoadError(f"{signature} returned the wrong batch size in warm-up")
 
@@ -122,7 +158,7 @@ class LoadedModel:
                 max_queue=self._settings.max_queue_images,
                 on_batch=self._metrics.batch_size.labels(*labels).observe,
                 on_depth=functools.partial(self._report_depth, signature),
-                concurrency=self._settings.batch_threads,
+                concurrency=self._runtime.batch_threads,
                 run_idle_inline=self._runtime.dedicated_loop,
             )
             self._batchers[signature] = batcher
@@ -171,6 +207,8 @@ class LoadedModel:
         for batcher in self._batchers.values():
             await batcher.close()
         self.executor.shutdown(wait=True)
+        if self._lone is not None:
+            self._lone.close()
 
 
 def _pad(values: np.ndarray, size: int) -> np.ndarray:

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import dataclasses
 import gc
 import logging
-from dataclasses import dataclass
+import math
+import os
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from service.settings import Settings
 
@@ -16,6 +23,30 @@ class DeviceError(RuntimeError):
     """The requested device is not available."""
 
 
+class CallCount:
+    """Model calls under way in this process, over every model and thread.
+
+    A call that starts when no other is under way may spread over every core (a model's lone
+    copy); one that starts beside another keeps to its own core.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._running = 0
+
+    @contextlib.contextmanager
+    def call(self) -> Iterator[bool]:
+        """Count one call for the block's duration; yields whether it started alone."""
+        with self._lock:
+            alone = self._running == 0
+            self._running += 1
+        try:
+            yield alone
+        finally:
+            with self._lock:
+                self._running -= 1
+
+
 @dataclass(frozen=True)
 class Runtime:
     device: str  # a TensorFlow device string such as "/GPU:0"
@@ -24,33 +55,102 @@ class Runtime:
     # The event loop does nothing but feed the batchers (the model executor's): an idle
     # batcher may run a lone request on it (see Batcher's run_idle_inline).
     dedicated_loop: bool = False
+    batch_threads: int = 1  # batches of one model that may run at once
+    # Intra-op threads of each model's lone copy (see LoadedModel.run); 0: no copy.
+    lone_threads: int = 0
+    thread_spinning: bool = False  # the lone copies' pools spin as the eager context's do
+    calls: CallCount = field(default_factory=CallCount, compare=False)
 
 
 def configure_tensorflow(settings: Settings) -> Runtime:
-    """Apply thread and GPU settings before TensorFlow initialises, and pick the device."""
+    """Apply thread and GPU settings before TensorFlow initialises, and pick the device.
+
+    On a CPU with more than one core, each model gets a lone copy by default
+    (``lone_threads``): batches then run on one core each, up to one per core at once, and a
+    call that starts alone runs on the copy, whose ops use every core. An op split across
+    cores waits for its slower part, and the front ends and the executor's loop take CPU from
+    any of them at random; with one core per batch nothing waits, and the copy keeps a lone
+    request as fast as TensorFlow's default pools (README, "Throughput").
+    """
     import tensorflow as tf
 
-    _set_thread_spinning(settings.thread_spinning)
-    if settings.intra_op_threads:
-        tf.config.threading.set_intra_op_parallelism_threads(settings.intra_op_threads)
-    if settings.inter_op_threads:
-        tf.config.threading.set_inter_op_parallelism_threads(settings.inter_op_threads)
+    running = _tensorflow_running()
+    if running:
+        log.warning(
+            "TensorFlow is already initialised: its threads stay as they are (spinning, pool "
+            "sizes) and models get no lone copy"
+        )
+    else:
+        _set_thread_spinning(settings.thread_spinning)
     gpus = tf.config.list_physical_devices("GPU")
     if settings.device == "gpu" and not gpus:
         raise DeviceError(
             "CONVBRIDGE_DEVICE=gpu but TensorFlow sees no GPU: install the CUDA build "
             "(tensorflow[and-cuda]) and expose the GPU, or set CONVBRIDGE_DEVICE=auto"
         )
-    if settings.device == "cpu" or not gpus:
+    on_cpu = settings.device == "cpu" or not gpus
+    lone, intra, batch_threads = _plan_threads(settings, on_cpu, running)
+    if lone:
+        # Each session (the lone copies) gets the intra-op pool its config asks for, beside
+        # the eager context's; otherwise every session shares the eager context's pool. Read
+        # once, when TensorFlow creates its first CPU device.
+        os.environ["TF_OVERRIDE_GLOBAL_THREADPOOL"] = "1"
+    if intra:
+        tf.config.threading.set_intra_op_parallelism_threads(intra)
+    if settings.inter_op_threads and not running:
+        tf.config.threading.set_inter_op_parallelism_threads(settings.inter_op_threads)
+    if on_cpu:
         if gpus:
             tf.config.set_visible_devices([], "GPU")
-        runtime = Runtime("/CPU:0", "cpu", f"CPU ({_cpu_threads(tf)} threads)")
+        threads = f"{intra or 'default'} intra-op thread(s) a batch, {batch_threads} at once"
+        if lone:
+            threads += f", a lone call on {lone} threads"
+        runtime = Runtime("/CPU:0", "cpu", f"CPU ({threads})", batch_threads=batch_threads)
     else:
         _configure_gpus(tf, gpus, settings.gpu_memory_limit_mb)
         name = tf.config.experimental.get_device_details(gpus[0]).get("device_name", "GPU")
-        runtime = Runtime("/GPU:0", "gpu", f"{name}")
+        runtime = Runtime("/GPU:0", "gpu", f"{name}", batch_threads=batch_threads)
+    runtime = dataclasses.replace(
+        runtime, lone_threads=lone, thread_spinning=settings.thread_spinning
+    )
     log.info("inference device: %s (%s)", runtime.device, runtime.description)
     return runtime
+
+
+def _plan_threads(settings: Settings, on_cpu: bool, running: bool) -> tuple[int, int, int]:
+    """(lone copy's threads, intra-op threads of the batches, batches at once); 0: not set.
+
+    The lone copy is on by default on a CPU with more than one core; with it, a batch takes
+    one core and one batch per core may run at once. Explicit settings win.
+    """
+    lone = 0
+    if on_cpu and not running:
+        cores = usable_cores()
+        lone = settings.lone_threads if settings.lone_threads is not None else cores
+        if settings.lone_threads is None and cores == 1:
+            lone = 0
+    intra = 0 if running else settings.intra_op_threads or (1 if lone else 0)
+    batch_threads = settings.batch_threads or (usable_cores() if lone else 1)
+    return lone, intra, batch_threads
+
+
+CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
+
+
+def usable_cores(cpu_max: Path = CGROUP_CPU_MAX) -> int:
+    """The cores this process may use: its affinity (a container's cpuset, taskset), capped
+    by a cgroup v2 CPU quota (docker --cpus, a Kubernetes CPU limit), rounded up."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+    try:
+        quota, period = cpu_max.read_text().split()
+        if quota != "max":
+            cores = min(cores, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass  # cgroup v1 or no cgroup file system: the affinity alone
+    return cores
 
 
 def _set_thread_spinning(spinning: bool) -> None:
@@ -67,14 +167,18 @@ def _set_thread_spinning(spinning: bool) -> None:
     from tensorflow.python.eager import context
 
     eager = context.context()
-    if eager._context_handle is not None:  # initialised: too late to change
-        log.warning("TensorFlow is already initialised: its thread spinning stays as it is")
-        return
     config = config_pb2.ConfigProto()
     if eager._config is not None:
         config.CopyFrom(eager._config)
     config.experimental.disable_thread_spinning = not spinning
     eager._config = config
+
+
+def _tensorflow_running() -> bool:
+    """Whether TensorFlow's eager context has initialised: its configuration is fixed then."""
+    from tensorflow.python.eager import context
+
+    return context.context()._context_handle is not None
 
 
 def _configure_gpus(tf: object, gpus: list[object], memory_limit_mb: int | None) -> None:
@@ -87,11 +191,6 @@ def _configure_gpus(tf: object, gpus: list[object], memory_limit_mb: int | None)
             )
         else:
             config.experimental.set_memory_growth(gpu, True)
-
-
-def _cpu_threads(tf: object) -> str:
-    intra = tf.config.threading.get_intra_op_parallelism_threads()  # type: ignore[attr-defined]
-    return str(intra) if intra else "default"
 
 
 def freeze_startup_heap() -> None:

@@ -69,3 +69,32 @@ def test_64_concurrent_requests_are_right_and_share_batches(
     single = after[0] - before[0]
     assert batches < 64  # 64 requests took fewer model calls than requests
     assert batches - single >= 1  # at least one batch held more than one image
+
+
+def test_a_lone_request_and_a_crowded_one_get_the_same_answer(server, digits) -> None:
+    """On a CPU with two or more cores, a request alone runs on the model's lone copy (its own
+    session and pool) and requests in a crowd on the eager signatures: both must answer alike.
+    Over a real socket, with the whole probability vector compared."""
+    body = digit_png(digits.test.images[5])
+    path, params = "/models/flatten/classify", {"top_k": 10}
+    headers = {"Content-Type": "image/png"}
+
+    def scores(response: httpx.Response) -> list[float]:
+        assert response.status_code == 200, response.text
+        top = response.json()["predictions"][0]["top_k"]
+        return [entry["score"] for entry in sorted(top, key=lambda entry: entry["index"])]
+
+    lone = scores(httpx.post(server.url + path, content=body, headers=headers, params=params))
+
+    async def crowd() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
+            return await asyncio.gather(
+                *(
+                    client.post(path, content=body, headers=headers, params=params)
+                    for _ in range(32)
+                )
+            )
+
+    crowded = [scores(response) for response in asyncio.run(crowd())]
+    for row in crowded:
+        assert row == pytest.approx(lone, abs=1e-5)

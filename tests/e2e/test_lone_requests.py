@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from benchmarks.lone import measure_lone
-from benchmarks.report import LATENCY_MARGIN_MS, TUNED, format_markdown
+from benchmarks.report import LATENCY_MARGIN_MS, TUNED, TUNED_FRONT_ENDS, format_markdown
 from tests.images import digit_png
 
 pytestmark = [pytest.mark.e2e]
@@ -82,7 +82,7 @@ def test_the_lone_request_target_is_checked_on_the_interleaved_difference(extra,
 def test_a_tuned_server_is_shown_but_never_meets_a_target_for_the_defaults() -> None:
     results = _results(0.25)
     comparison = results["comparisons"][0]
-    tuned = f"{TUNED}, 1 front end(s)"
+    tuned = f"{TUNED}, {TUNED_FRONT_ENDS} front end(s)"
     fast = {**comparison["runs"]["naive"][0], "throughput": 900.0}  # 0.9x the ceiling
     comparison["runs"][tuned] = [fast]
     comparison["lone"][tuned] = {"p50_ms": 4.0, "p99_ms": 5.0, "vs_naive_ms": 2.0}

@@ -143,6 +143,7 @@ def test_a_full_queue_refuses_before_the_body_is_sent(demo_repository, digits, t
         CONVBRIDGE_MAX_BATCH_SIZE="1",
         CONVBRIDGE_MAX_QUEUE_IMAGES="2",
         CONVBRIDGE_MAX_DELAY_MS="0",
+        CONVBRIDGE_BATCH_THREADS="1",  # one image inside the model, not one per core
     )
     png = digit_png(digits.test.images[0])
     try:

@@ -11,24 +11,28 @@ import sys
 import pytest
 
 from benchmarks.servers import ROOT
+from service.inference.runtime import usable_cores
 
 # Configure as the executor does, run one op (the context initialises with the config it
 # has then), and report what the initialised context was given.
 _PROBE = """
-import json, logging, sys
+import json, logging, os, sys
 logging.basicConfig(stream=sys.stderr, level=logging.WARNING)
 import tensorflow as tf
 from service.inference.runtime import configure_tensorflow
 from service.settings import Settings
 if sys.argv[1] == "late":
     tf.constant(1) + 1
-configure_tensorflow(Settings())
+runtime = configure_tensorflow(Settings())
 tf.constant(1) + 1
 from tensorflow.python.eager import context
 config = context.context().config
 print(json.dumps({
     "disable_thread_spinning": config.experimental.disable_thread_spinning,
     "intra_op": config.intra_op_parallelism_threads,
+    "lone_threads": runtime.lone_threads,
+    "batch_threads": runtime.batch_threads,
+    "own_pools": os.environ.get("TF_OVERRIDE_GLOBAL_THREADPOOL"),
 }))
 """
 
@@ -57,11 +61,56 @@ def _probe(when: str, **env: str) -> tuple[dict[str, object], str]:
     ids=["default-off", "spinning-on"],
 )
 def test_thread_spinning_reaches_the_eager_context(env: dict[str, str], disabled: bool) -> None:
-    seen, _ = _probe("first", CONVBRIDGE_INTRA_OP_THREADS="1", **env)
-    assert seen == {"disable_thread_spinning": disabled, "intra_op": 1}
+    seen, _ = _probe("first", CONVBRIDGE_LONE_THREADS="0", CONVBRIDGE_INTRA_OP_THREADS="3", **env)
+    assert (seen["disable_thread_spinning"], seen["intra_op"]) == (disabled, 3)
 
 
-def test_a_context_already_running_keeps_its_spinning_and_says_so() -> None:
+CORES = len(os.sched_getaffinity(0))
+
+
+@pytest.mark.skipif(CORES < 2, reason="the lone copy is on by default only with 2+ cores")
+def test_by_default_batches_take_one_core_each_and_a_lone_call_every_core() -> None:
+    seen, _ = _probe("first", CONVBRIDGE_DEVICE="cpu")
+    assert seen == {
+        "disable_thread_spinning": True,
+        "intra_op": 1,  # a batch on one core
+        "lone_threads": CORES,  # the lone copy's pool: every core
+        "batch_threads": CORES,  # one batch per core at once
+        "own_pools": "1",  # the copies' sessions get their own pools
+    }
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"CONVBRIDGE_LONE_THREADS": "0"}, (0, 0, 1, None)),
+        ({"CONVBRIDGE_LONE_THREADS": "3", "CONVBRIDGE_BATCH_THREADS": "2"}, (1, 3, 2, "1")),
+        ({"CONVBRIDGE_LONE_THREADS": "2", "CONVBRIDGE_INTRA_OP_THREADS": "2"}, (2, 2, CORES, "1")),
+    ],
+    ids=["no-copy: TF defaults, one batch", "explicit batch threads", "explicit intra-op"],
+)
+def test_explicit_thread_settings_win(env: dict[str, str], expected: tuple[object, ...]) -> None:
+    seen, _ = _probe("first", CONVBRIDGE_DEVICE="cpu", **env)
+    keys = ("intra_op", "lone_threads", "batch_threads", "own_pools")
+    assert tuple(seen[key] for key in keys) == expected
+
+
+def test_a_context_already_running_keeps_its_threads_and_says_so() -> None:
     seen, log = _probe("late")
     assert seen["disable_thread_spinning"] is False
+    assert (seen["intra_op"], seen["lone_threads"], seen["batch_threads"]) == (0, 0, 1)
     assert "already initialised" in log
+
+
+@pytest.mark.parametrize(
+    ("cpu_max", "expected"),
+    [("max 100000", CORES), ("50000 100000", 1), ("150000 100000", min(CORES, 2)), ("", CORES)],
+    ids=["no quota", "half a core", "1.5 cores", "unreadable"],
+)
+def test_a_cgroup_cpu_quota_caps_the_cores(tmp_path, cpu_max: str, expected: int) -> None:
+    """docker --cpus and Kubernetes CPU limits set a quota, not an affinity: the thread
+    defaults follow the quota, rounded up."""
+    path = tmp_path / "cpu.max"
+    path.write_text(cpu_max + "\n")
+    assert usable_cores(path) == expected
+    assert usable_cores(tmp_path / "absent") == CORES

@@ -1,0 +1,63 @@
+"""The lone copy (a model's second load, in a TF1 session with its own pool) against the
+eager signatures it stands in for, and the count that picks between them."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from convbridge.card import read_card
+from convbridge.signatures import CLASS_INDEX, EXPLAIN
+from service.inference.lone import LoneCopy
+from service.inference.runtime import CallCount
+from service.inference.signatures import served_signatures
+
+
+@pytest.mark.parametrize("variant", ["flatten", "residual_gap"])
+def test_the_lone_copy_answers_like_the_eager_signatures(demo_repository, variant) -> None:
+    path = demo_repository / variant / "1"
+    card = read_card(path)
+    signatures = served_signatures(card)
+    eager = tf.saved_model.load(str(path)).signatures
+    copy = LoneCopy(path, signatures, threads=2, spinning=False)
+    try:
+        images = np.random.default_rng(3).integers(0, 256, (3, *card.input.shape), np.uint8)
+        for signature in signatures:
+            inputs = {card.input.name: images}
+            if signature == EXPLAIN:
+                inputs[CLASS_INDEX] = np.array([-1, 0, 7], np.int32)
+            expected = eager[signature](**{k: tf.constant(v) for k, v in inputs.items()})
+            got = copy.run(signature, inputs)
+            assert set(got) == set(expected), signature
+            for name, value in expected.items():
+                np.testing.assert_allclose(got[name], value.numpy(), rtol=1e-4, atol=1e-5)
+    finally:
+        copy.close()
+    with pytest.raises(RuntimeError):  # closed: its session and weights are gone
+        copy.run(signatures[0], {card.input.name: images})
+
+
+def test_a_call_is_alone_only_while_no_other_is_under_way() -> None:
+    calls = CallCount()
+    inside, leave = threading.Event(), threading.Event()
+    seen: list[bool] = []
+
+    def long_call() -> None:
+        with calls.call() as alone:
+            seen.append(alone)
+            inside.set()
+            leave.wait(5)
+
+    worker = threading.Thread(target=long_call)
+    worker.start()
+    assert inside.wait(5)
+    with calls.call() as alone:  # beside the long call
+        seen.append(alone)
+    leave.set()
+    worker.join()
+    with calls.call() as alone:  # after it
+        seen.append(alone)
+    assert seen == [True, False, True]
