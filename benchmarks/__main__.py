@@ -29,7 +29,7 @@ import numpy as np  # noqa: E402
 from benchmarks.lone import measure_lone  # noqa: E402
 from benchmarks.overload import measure_overload  # noqa: E402
 from benchmarks.protocols import measure_protocols  # noqa: E402
-from benchmarks.report import TUNED, TUNED_SETTINGS, at_defaults  # noqa: E402
+from benchmarks.report import TUNED, TUNED_FRONT_ENDS, TUNED_SETTINGS, at_defaults  # noqa: E402
 from benchmarks.servers import ROOT, ServerProcess  # noqa: E402
 
 if TYPE_CHECKING:
@@ -146,8 +146,9 @@ def servers_for(
     }
     servers.update(convbridge_servers(variant, model_path, front_ends, workdir))
     if variant in TUNED_VARIANTS:
-        env = {**_convbridge_env(model_path), "CONVBRIDGE_WORKERS": "1", **TUNED_SETTINGS}
-        servers[f"{TUNED}, 1 front end(s)"] = (
+        workers = {"CONVBRIDGE_WORKERS": str(TUNED_FRONT_ENDS)}
+        env = {**_convbridge_env(model_path), **workers, **TUNED_SETTINGS}
+        servers[f"{TUNED}, {TUNED_FRONT_ENDS} front end(s)"] = (
             ServerProcess("service", [], workdir / "convbridge-tuned.log", env),
             f"/models/{variant}/classify",
         )

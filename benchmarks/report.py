@@ -18,8 +18,9 @@ OVERLOAD_SERVED = 0.5
 OVERLOAD_RECOVERY = 3.0
 # Servers whose label starts with this run with non-default settings: in the tables, never in
 # the target checks, which hold for the defaults.
-TUNED = "convbridge tuned"
-TUNED_SETTINGS = {"CONVBRIDGE_INTRA_OP_THREADS": "1", "CONVBRIDGE_BATCH_THREADS": "2"}
+TUNED = "convbridge no lone copy"
+TUNED_SETTINGS = {"CONVBRIDGE_LONE_THREADS": "0"}
+TUNED_FRONT_ENDS = 2
 
 
 def at_defaults(server: str) -> bool:
@@ -74,10 +75,11 @@ def _comparison(comparison: dict[str, Any], checks: list[str]) -> list[str]:
     lines.append("")
     if any(server.startswith(TUNED) for server in comparison["runs"]):
         lines += [
-            f"*{TUNED}*: one front end with "
+            f"*{TUNED}*: {TUNED_FRONT_ENDS} front ends with "
             + " ".join(f"`{key}={value}`" for key, value in TUNED_SETTINGS.items())
-            + ", the settings for a heavy model under saturating load (see above); shown for "
-            "comparison and left out of the target checks, which hold for the defaults.",
+            + ": no lone copy, so TensorFlow's default pools, one batch at a time (the defaults "
+            "before the lone copies; see above); shown for comparison and left out of the "
+            "target checks, which hold for the defaults.",
             "",
         ]
     lines += _lone(comparison.get("lone") or {})
