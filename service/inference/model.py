@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import functools
+import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -21,6 +22,8 @@ from service.inference.runtime import Runtime
 from service.inference.signatures import check_signatures, served_signatures, warm_up_inputs
 from service.metrics import Metrics
 from service.settings import Settings
+
+log = logging.getLogger("convbridge.models")
 
 
 def padded_size(count: int, sizes: tuple[int, ...]) -> int:
@@ -81,10 +84,7 @@ class LoadedModel:
         missing = [s for s in wanted if s not in saved.signatures]
         if missing:
             raise ModelLoadError(f"the SavedModel lacks signatures {missing}")
-        lone = None
-        if runtime.lone_threads:
-            lone = LoneCopy(path, wanted, runtime.lone_threads, runtime.thread_spinning)
-        model = cls(card, saved, runtime, settings, metrics, lone)
+        model = cls(card, saved, runtime, settings, metrics, _lone_copy(path, card, runtime))
         try:
             # Warm up on the inference threads themselves: that is where requests will run.
             # Submitted together, each job starts its own thread (a waited-for job frees its
@@ -93,14 +93,22 @@ class LoadedModel:
             warming = [model.executor.submit(model.warm_up, eager=True) for _ in range(threads)]
             for job in warming:
                 job.result()
-            if lone is not None:
-                model.warm_up(eager=False)
         except BaseException:
             model.executor.shutdown(wait=True)
-            if lone is not None:
-                lone.close()
+            model._drop_lone_copy()
             raise
+        if model._lone is not None:
+            try:
+                model.warm_up(eager=False)
+            except Exception as error:
+                log.warning("%s: its lone copy failed to warm up (%s); dropped", card.name, error)
+                model._drop_lone_copy()
         return model
+
+    def _drop_lone_copy(self) -> None:
+        if self._lone is not None:
+            self._lone.close()
+            self._lone = None
 
     def run(self, signature: str, images: np.ndarray, **extra: np.ndarray) -> dict[str, np.ndarray]:
         """Call one signature on a uint8 batch, padded to an allowed size; blocking.
@@ -207,8 +215,29 @@ class LoadedModel:
         for batcher in self._batchers.values():
             await batcher.close()
         self.executor.shutdown(wait=True)
-        if self._lone is not None:
-            self._lone.close()
+        self._drop_lone_copy()
+
+
+def _lone_copy(path: Path, card: ModelCard, runtime: Runtime) -> LoneCopy | None:
+    """The model's lone copy when the runtime asks for one and TF1's loader can read it.
+
+    Without one the model is still served, its lone calls on one core: a copy is an
+    optimisation, never a reason to refuse a model.
+    """
+    if not runtime.lone_threads:
+        return None
+    try:
+        return LoneCopy(
+            path, served_signatures(card), runtime.lone_threads, runtime.thread_spinning
+        )
+    except Exception as error:
+        log.warning(
+            "%s v%s: no lone copy (%s); a call alone runs on one core",
+            card.name,
+            card.version,
+            error,
+        )
+        return None
 
 
 def _pad(values: np.ndarray, size: int) -> np.ndarray:

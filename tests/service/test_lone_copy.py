@@ -8,12 +8,17 @@ import threading
 import numpy as np
 import pytest
 import tensorflow as tf
+from prometheus_client import CollectorRegistry
 
 from convbridge.card import read_card
-from convbridge.signatures import CLASS_INDEX, EXPLAIN
+from convbridge.signatures import CLASS_INDEX, CLASSIFY, EXPLAIN, PROBABILITIES
+from service.inference import model as model_module
 from service.inference.lone import LoneCopy
-from service.inference.runtime import CallCount
+from service.inference.model import LoadedModel
+from service.inference.runtime import CallCount, Runtime
 from service.inference.signatures import served_signatures
+from service.metrics import Metrics
+from service.settings import Settings
 
 
 @pytest.mark.parametrize("variant", ["flatten", "residual_gap"])
@@ -61,3 +66,30 @@ def test_a_call_is_alone_only_while_no_other_is_under_way() -> None:
     with calls.call() as alone:  # after it
         seen.append(alone)
     assert seen == [True, False, True]
+
+
+def test_a_model_whose_copy_cannot_load_is_served_without_it(
+    gap_repository, digits, monkeypatch, caplog
+) -> None:
+    """The copy is an optimisation: when TF1's loader cannot read a SavedModel the model still
+    loads, its lone calls on the eager signatures, and the log says why."""
+
+    def unreadable(*args: object, **kwargs: object) -> LoneCopy:
+        raise OSError("TF1's loader found no MetaGraph")
+
+    monkeypatch.setattr(model_module, "LoneCopy", unreadable)
+    path = gap_repository / "gap" / "1"
+    settings = Settings(repository=gap_repository, max_batch_size=2)
+    runtime = Runtime("/CPU:0", "cpu", "CPU", lone_threads=2)
+    loaded = LoadedModel.load(
+        path, read_card(path), runtime, settings, Metrics(CollectorRegistry())
+    )
+    try:
+        assert "no lone copy (TF1's loader found no MetaGraph)" in caplog.text
+        images = digits.test.images[:2]
+        eager = tf.saved_model.load(str(path)).signatures[CLASSIFY]
+        expected = eager(images=tf.constant(images))[PROBABILITIES].numpy()
+        got = loaded.run(CLASSIFY, images)[PROBABILITIES]
+        np.testing.assert_allclose(got, expected, atol=1e-6)
+    finally:
+        loaded.executor.shutdown(wait=True)
