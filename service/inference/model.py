@@ -101,7 +101,12 @@ class LoadedModel:
             try:
                 model.warm_up(eager=False)
             except Exception as error:
-                log.warning("%s: its lone copy failed to warm up (%s); dropped", card.name, error)
+                log.warning(
+                    "%s v%s: its lone copy failed to warm up (%s); dropped",
+                    card.name,
+                    card.version,
+                    error,
+                )
                 model._drop_lone_copy()
         return model
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import dataclasses
 import gc
 import logging
 import math
@@ -105,13 +104,18 @@ def configure_tensorflow(settings: Settings) -> Runtime:
         threads = f"{intra or 'default'} intra-op thread(s) a batch, {batch_threads} at once"
         if lone:
             threads += f", a lone call on {lone} threads"
-        runtime = Runtime("/CPU:0", "cpu", f"CPU ({threads})", batch_threads=batch_threads)
+        device, kind, description = "/CPU:0", "cpu", f"CPU ({threads})"
     else:
         _configure_gpus(tf, gpus, settings.gpu_memory_limit_mb)
         name = tf.config.experimental.get_device_details(gpus[0]).get("device_name", "GPU")
-        runtime = Runtime("/GPU:0", "gpu", f"{name}", batch_threads=batch_threads)
-    runtime = dataclasses.replace(
-        runtime, lone_threads=lone, thread_spinning=settings.thread_spinning
+        device, kind, description = "/GPU:0", "gpu", f"{name}"
+    runtime = Runtime(
+        device,
+        kind,
+        description,
+        batch_threads=batch_threads,
+        lone_threads=lone,
+        thread_spinning=settings.thread_spinning,
     )
     log.info("inference device: %s (%s)", runtime.device, runtime.description)
     return runtime
@@ -123,14 +127,13 @@ def _plan_threads(settings: Settings, on_cpu: bool, running: bool) -> tuple[int,
     The lone copy is on by default on a CPU with more than one core; with it, a batch takes
     one core and one batch per core may run at once. Explicit settings win.
     """
+    cores = usable_cores()
     lone = 0
     if on_cpu and not running:
-        cores = usable_cores()
-        lone = settings.lone_threads if settings.lone_threads is not None else cores
-        if settings.lone_threads is None and cores == 1:
-            lone = 0
+        default = cores if cores > 1 else 0
+        lone = settings.lone_threads if settings.lone_threads is not None else default
     intra = 0 if running else settings.intra_op_threads or (1 if lone else 0)
-    batch_threads = settings.batch_threads or (usable_cores() if lone else 1)
+    batch_threads = settings.batch_threads or (cores if lone else 1)
     return lone, intra, batch_threads
 
 
