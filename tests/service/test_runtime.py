@@ -65,17 +65,18 @@ def test_thread_spinning_reaches_the_eager_context(env: dict[str, str], disabled
     assert (seen["disable_thread_spinning"], seen["intra_op"]) == (disabled, 3)
 
 
-CORES = len(os.sched_getaffinity(0))
+CORES = len(os.sched_getaffinity(0))  # the affinity alone
+USABLE = usable_cores()  # what the defaults follow: the affinity, capped by a CPU quota
 
 
-@pytest.mark.skipif(CORES < 2, reason="the lone copy is on by default only with 2+ cores")
+@pytest.mark.skipif(USABLE < 2, reason="the lone copy is on by default only with 2+ cores")
 def test_by_default_batches_take_one_core_each_and_a_lone_call_every_core() -> None:
     seen, _ = _probe("first", CONVBRIDGE_DEVICE="cpu")
     assert seen == {
         "disable_thread_spinning": True,
         "intra_op": 1,  # a batch on one core
-        "lone_threads": CORES,  # the lone copy's pool: every core
-        "batch_threads": CORES,  # one batch per core at once
+        "lone_threads": USABLE,  # the lone copy's pool: every core
+        "batch_threads": USABLE,  # one batch per core at once
         "own_pools": "1",  # the copies' sessions get their own pools
     }
 
@@ -85,7 +86,7 @@ def test_by_default_batches_take_one_core_each_and_a_lone_call_every_core() -> N
     [
         ({"CONVBRIDGE_LONE_THREADS": "0"}, (0, 0, 1, None)),
         ({"CONVBRIDGE_LONE_THREADS": "3", "CONVBRIDGE_BATCH_THREADS": "2"}, (1, 3, 2, "1")),
-        ({"CONVBRIDGE_LONE_THREADS": "2", "CONVBRIDGE_INTRA_OP_THREADS": "2"}, (2, 2, CORES, "1")),
+        ({"CONVBRIDGE_LONE_THREADS": "2", "CONVBRIDGE_INTRA_OP_THREADS": "2"}, (2, 2, USABLE, "1")),
     ],
     ids=["no-copy: TF defaults, one batch", "explicit batch threads", "explicit intra-op"],
 )
