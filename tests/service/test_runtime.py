@@ -38,8 +38,13 @@ print(json.dumps({
 
 
 def _without_settings(environ: os._Environ[str]) -> dict[str, str]:
-    """The environment without CONVBRIDGE_* variables: each case sets its own."""
-    return {key: value for key, value in environ.items() if not key.startswith("CONVBRIDGE_")}
+    """The environment without CONVBRIDGE_* variables (each case sets its own) and without
+    what configure_tensorflow sets, which an earlier test in this process may have set."""
+    return {
+        key: value
+        for key, value in environ.items()
+        if not key.startswith("CONVBRIDGE_") and key != "TF_OVERRIDE_GLOBAL_THREADPOOL"
+    }
 
 
 def _probe(when: str, **env: str) -> tuple[dict[str, object], str]:
