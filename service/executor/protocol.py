@@ -26,6 +26,7 @@ from service.inference.errors import (
     QueueFullError,
     UnknownSignatureError,
 )
+from service.sockets import send_now, socket_fd
 
 PREFIX = struct.Struct("<II")
 ERRORS: dict[str, type[InferenceError]] = {
@@ -115,9 +116,11 @@ class FrameProtocol(asyncio.Protocol):
         self._buffer = bytearray()
         self._outgoing: list[bytes] = []
         self.transport: asyncio.Transport | None = None
+        self._fd: int | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        self._fd = socket_fd(transport)
 
     def data_received(self, data: bytes) -> None:
         buffer = self._buffer
@@ -148,7 +151,7 @@ class FrameProtocol(asyncio.Protocol):
         """Write the queued frames now (at the latest, the end of this turn does)."""
         outgoing, self._outgoing = self._outgoing, []
         if outgoing and self.transport is not None and not self.transport.is_closing():
-            self.transport.write(b"".join(outgoing))
+            send_now(self.transport, self._fd, outgoing)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
