@@ -5,14 +5,12 @@ loop and uvloop."""
 from __future__ import annotations
 
 import asyncio
-import socket
+import os
 
 import pytest
-import uvloop
 
 from service.sockets import MAX_CHUNKS, send_now, socket_fd
-
-LOOPS = {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
+from tests.socketpairs import LOOPS, connected, read_all, run
 
 
 class _Recorder(asyncio.Protocol):
@@ -24,40 +22,10 @@ class _Recorder(asyncio.Protocol):
             self.lost.set_result(exc)
 
 
-def run(loop_name: str, scenario) -> None:
-    loop = LOOPS[loop_name]()
-    try:
-        loop.run_until_complete(asyncio.wait_for(scenario(), 30))
-    finally:
-        loop.close()
-
-
-async def _connected() -> tuple[asyncio.Transport, _Recorder, socket.socket]:
-    ours, peer = socket.socketpair()
-    peer.setblocking(False)
-    loop = asyncio.get_running_loop()
-    transport, protocol = await loop.connect_accepted_socket(_Recorder, ours)
-    return transport, protocol, peer
-
-
-async def _read_all(peer: socket.socket, count: int) -> bytes:
-    received = bytearray()
-    while len(received) < count:
-        try:
-            chunk = peer.recv(1 << 20)
-        except BlockingIOError:
-            await asyncio.sleep(0.001)  # the loop flushes what the transport queued
-            continue
-        if not chunk:
-            break
-        received += chunk
-    return bytes(received)
-
-
 @pytest.mark.parametrize("loop_name", sorted(LOOPS))
 def test_chunks_leave_at_once_in_one_piece(loop_name) -> None:
     async def scenario() -> None:
-        transport, _, peer = await _connected()
+        transport, _, peer = await connected(_Recorder)
         fd = socket_fd(transport)
         assert fd is not None
         send_now(transport, fd, [b"head;", b"body"])
@@ -72,7 +40,7 @@ def test_chunks_leave_at_once_in_one_piece(loop_name) -> None:
 @pytest.mark.parametrize("loop_name", sorted(LOOPS))
 def test_what_the_socket_does_not_take_is_queued_and_order_is_kept(loop_name) -> None:
     async def scenario() -> None:
-        transport, _, peer = await _connected()
+        transport, _, peer = await connected(_Recorder)
         fd = socket_fd(transport)
         large = bytes(range(256)) * 40_000  # 10 MB: more than any socket buffer
         send_now(transport, fd, [b"first;", large])
@@ -81,7 +49,7 @@ def test_what_the_socket_does_not_take_is_queued_and_order_is_kept(loop_name) ->
         chunks = [bytes([65 + i % 26]) for i in range(MAX_CHUNKS * 3)]
         send_now(transport, fd, chunks)
         expected = b"first;" + large + b";second" + b"".join(chunks)
-        assert await _read_all(peer, len(expected)) == expected
+        assert await read_all(peer, len(expected)) == expected
         transport.close()
         peer.close()
 
@@ -91,7 +59,7 @@ def test_what_the_socket_does_not_take_is_queued_and_order_is_kept(loop_name) ->
 @pytest.mark.parametrize("loop_name", sorted(LOOPS))
 def test_a_closed_peer_is_reported_by_the_transport(loop_name) -> None:
     async def scenario() -> None:
-        transport, protocol, peer = await _connected()
+        transport, protocol, peer = await connected(_Recorder)
         fd = socket_fd(transport)
         peer.close()
         for _ in range(100):  # a write to a closed peer fails (EPIPE), not raises
@@ -107,8 +75,6 @@ def test_a_closed_peer_is_reported_by_the_transport(loop_name) -> None:
 @pytest.mark.parametrize("loop_name", sorted(LOOPS))
 def test_a_pipe_transport_gets_the_bytes_too(loop_name) -> None:
     async def scenario() -> None:
-        import os
-
         reader, writer = os.pipe()
         loop = asyncio.get_running_loop()
         transport, _ = await loop.connect_write_pipe(_Recorder, os.fdopen(writer, "wb"))
