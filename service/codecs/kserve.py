@@ -3,6 +3,7 @@ classification extension, as NVIDIA's tritonclient speaks them."""
 
 from __future__ import annotations
 
+import math
 import struct
 from dataclasses import dataclass, field
 from typing import Any
@@ -166,7 +167,7 @@ def _input_tensor(tensor: dict[str, Any], binary: bytes, card: ModelCard) -> np.
         or shape[0] < 1
     ):
         raise bad_request(f"input shape {shape} must be [batch, {', '.join(map(str, expected))}]")
-    count = int(np.prod(shape))
+    count = math.prod(shape)
     size = _count(_parameters(tensor, "the input"), "binary_data_size", "the input")
     if size is not None:
         itemsize = np.dtype(_DTYPES[datatype]).itemsize

@@ -8,6 +8,7 @@ dicts (orjson); tensors travel in a shared-memory arena and are addressed by off
 from __future__ import annotations
 
 import asyncio
+import math
 import struct
 from collections.abc import Callable
 from typing import Any
@@ -95,7 +96,7 @@ def unpack_arrays(
     arrays = {}
     position = 0
     for name, dtype, shape, offset in specs:
-        count = int(np.prod(shape))
+        count = math.prod(shape)
         if offset is None:
             array = np.frombuffer(payload, dtype, count, position).reshape(shape).copy()
             position += array.nbytes

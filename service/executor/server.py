@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -166,7 +167,7 @@ class _Connection:
         self, header: dict[str, Any], payload: memoryview, block: tuple[int, int] | None
     ) -> np.ndarray:
         shape, dtype = header["shape"], np.dtype(header["dtype"])
-        count = int(np.prod(shape))
+        count = math.prod(shape)
         if header["inline"]:
             return np.frombuffer(payload, dtype, count).reshape(shape)
         assert self.arena is not None and block is not None, "images in an arena never attached"

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -22,6 +22,9 @@ from service.inference.runtime import Runtime
 from service.inference.signatures import check_signatures, served_signatures, warm_up_inputs
 from service.metrics import Metrics
 from service.settings import Settings
+
+if TYPE_CHECKING:
+    from prometheus_client import Gauge
 
 log = logging.getLogger("convbridge.models")
 
@@ -63,6 +66,8 @@ class LoadedModel:
         )
         self._batchers: dict[str, Batcher] = {}
         self._full: set[str] = set()
+        # Looked up once: labels() takes a lock and hashes the labels, several times a request.
+        self._depth_gauge: Gauge | None = None
         # Called when a signature's queue fills up (True) and when it has room again (False).
         self.on_pressure: Callable[[str, bool], None] = lambda signature, full: None
         self._leases = 0
@@ -188,7 +193,10 @@ class LoadedModel:
 
     def _report_depth(self, signature: str, _: int) -> None:
         depth = sum(batcher.queued_images for batcher in self._batchers.values())
-        self._metrics.queue_depth.labels(self.name, str(self.version)).set(depth)
+        if self._depth_gauge is None:  # the series appears with the first request, as before
+            labels = (self.name, str(self.version))
+            self._depth_gauge = self._metrics.queue_depth.labels(*labels)
+        self._depth_gauge.set(depth)
         batcher = self._batchers.get(signature)
         if batcher is None:
             return

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -165,7 +166,7 @@ def tensor_array(tensor: TensorProto, name: str, dtype: type[np.generic]) -> np.
     shape = [dim.size for dim in tensor.tensor_shape.dim]
     if any(size < 0 for size in shape):
         raise bad_request(f"input {name!r} has a negative dimension: {shape}")
-    count = int(np.prod(shape))
+    count = math.prod(shape)
     if tensor.tensor_content:
         if len(tensor.tensor_content) != count * np.dtype(dtype).itemsize:
             raise bad_request(
