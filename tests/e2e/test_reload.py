@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 import statistics
@@ -221,7 +222,7 @@ def test_unloaded_versions_give_their_memory_back(demo_repository, digits, tmp_p
     A typical reload is the median step. The executor's native memory (glibc's arenas,
     TensorFlow's per-thread caches) grows by 10 to 50 MiB now and then, at any reload, and one
     such step would decide a sum over a few reloads; over 60 reloads the steps level off
-    (README, "Hot reload"). Before unloads ran the garbage collector, each kept about 11 MiB.
+    (README, "Model lifecycle"). Before unloads ran the garbage collector, each kept about 11 MiB.
     """
     repository = tmp_path / "models"
     source = demo_repository / "flatten" / "1"
@@ -258,7 +259,7 @@ def test_unloaded_versions_give_their_memory_back(demo_repository, digits, tmp_p
     print(f"\nRSS after each reload, MiB: {mib}")
     assert server.log().count("memory released in") == 12
     # The first two reloads warm the allocator up; the ten after them are measured.
-    steps = [after - before for before, after in zip(figures[2:], figures[3:], strict=False)]
+    steps = [after - before for before, after in itertools.pairwise(figures[2:])]
     assert max(steps) < weights, mib  # no reload keeps a copy of the model
     # nor, typically, 4% of one (11% before unloads ran the garbage collector)
     assert statistics.median(steps) < weights / 25, mib
