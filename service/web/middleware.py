@@ -33,22 +33,35 @@ class MetricsMiddleware:
             return
         started = time.perf_counter()
         status = 500
+        observed = False
 
-        async def send_with_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_with_status)
-        finally:
+        def observe() -> None:
+            nonlocal observed
+            observed = True
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
             seconds = time.perf_counter() - started
             self.metrics.observe_http(scope["method"], template, status, seconds)
             if self.access_log:
                 _log_access(scope, status, seconds)
+
+        async def send_with_status(message: Message) -> None:
+            nonlocal status
+            kind = message["type"]
+            if kind == "http.response.start":
+                status = message["status"]
+            elif kind == "http.response.body" and not message.get("more_body") and not observed:
+                # Observed before the answer's last bytes: they leave as this send ends
+                # (the protocol flushes a complete answer), and a client that reads /metrics
+                # next must find this request counted.
+                observe()
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_status)
+        finally:
+            if not observed:
+                observe()
 
 
 def _log_access(scope: Scope, status: int, seconds: float) -> None:

@@ -1,13 +1,23 @@
 """TurnWriter: what one turn of the event loop writes leaves together, in order, and close()
-sends what is pending first. Real sockets (a connected pair) under asyncio's loop and uvloop."""
+sends what is pending first. Real sockets (a connected pair) under asyncio's loop and uvloop;
+and under a real uvicorn server, a complete answer leaves at once, already counted."""
 
 from __future__ import annotations
 
 import asyncio
+import socket
+import threading
+import time
 
 import pytest
+import uvicorn
+from prometheus_client import CollectorRegistry
 
-from service.web.protocol import TurnWriter
+from benchmarks.servers import free_port
+from service.metrics import Metrics
+from service.settings import Settings
+from service.web.middleware import MetricsMiddleware
+from service.web.protocol import TurnWriter, protocol_class
 from tests.socketpairs import LOOPS, connected, read_all, received, run
 
 
@@ -69,3 +79,68 @@ def test_a_large_body_is_sent_whole(loop_name) -> None:
         peer.close()
 
     run(loop_name, scenario)
+
+
+class _HoldsOnAfterAnswering:
+    """An ASGI app that answers, then blocks its event loop until the client says it has the
+    whole answer (or 10 s pass): the answer must leave as it completes, not at a later turn
+    of the loop. ``counted`` is the HTTP metric's count the client saw on arrival."""
+
+    def __init__(self) -> None:
+        self.client_has_it = threading.Event()
+        self.waited: list[bool] = []
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return
+        await receive()
+        length = [(b"content-length", b"2")]
+        await send({"type": "http.response.start", "status": 200, "headers": length})
+        await send({"type": "http.response.body", "body": b"ok"})
+        self.waited.append(self.client_has_it.wait(10))  # the loop stops here meanwhile
+
+
+def test_a_complete_answer_leaves_at_once_counted_in_the_metrics() -> None:
+    """Over a real uvicorn server on 127.0.0.1 with the front ends' protocol and middleware:
+    the answer reaches the client while the app still runs (blocking its loop), and the
+    request is already counted in ``convbridge_http_request_duration_seconds``."""
+    registry = CollectorRegistry()
+    app = _HoldsOnAfterAnswering()
+    settings = Settings()
+    config = uvicorn.Config(
+        MetricsMiddleware(app, Metrics(registry, process=False)),
+        host="127.0.0.1",
+        port=free_port(),
+        http=protocol_class(settings),
+        log_level="error",
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started:
+            assert time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.01)  # the interval between two looks at the server's state
+        with socket.create_connection(("127.0.0.1", config.port), timeout=5) as sock:
+            sock.sendall(b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+            answer = b""
+            while not answer.endswith(b"\r\n\r\nok"):
+                chunk = sock.recv(4096)  # times out (5 s) if the answer waits for the app
+                assert chunk, f"connection closed after {answer!r}"
+                answer += chunk
+            labels = {"method": "POST", "route": "unmatched", "status": "200"}
+            counted = registry.get_sample_value(
+                "convbridge_http_request_duration_seconds_count", labels
+            )
+            app.client_has_it.set()
+        assert answer.startswith(b"HTTP/1.1 200 OK\r\n")
+        assert counted == 1
+        while not app.waited:  # the app goes on once the client has its answer
+            assert time.monotonic() < deadline + 10, "the app never went on"
+            time.sleep(0.01)  # the interval between two looks at the app's state
+        assert app.waited == [True]
+    finally:
+        app.client_has_it.set()
+        server.should_exit = True
+        thread.join(timeout=30)
