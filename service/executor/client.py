@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +35,10 @@ log = logging.getLogger("convbridge.frontend")
 CONNECT_WAIT_S = 10.0
 GONE = "the model executor is not available (it is starting or restarting); retry shortly"
 
+Reply = tuple[dict[str, Any], memoryview]
+# Called once per request: with its reply, or with the error that ended the wait for it.
+OnReply = Callable[[Reply | BaseException], None]
+
 
 class RemoteEngine:
     """A connection to the executor, kept open (and re-opened) for the front end's lifetime."""
@@ -53,7 +58,7 @@ class RemoteEngine:
         # executor at once (Batcher's run_idle_inline).
         self.leases = 0
         self._protocol: FrameProtocol | None = None
-        self._pending: dict[int, asyncio.Future[tuple[dict[str, Any], memoryview]]] = {}
+        self._pending: dict[int, tuple[OnReply, asyncio.TimerHandle]] = {}
         self._ids = itertools.count(1)
         self._connector: asyncio.Task[None] | None = None
         self._lost: asyncio.Event | None = None
@@ -120,9 +125,7 @@ class RemoteEngine:
             self.snapshot.update(header["snapshot"])
             self.full = {key for key in self.full if self._loaded(*key[:2])}
             return
-        future = self._pending.pop(header["id"], None)
-        if future is not None and not future.done():
-            future.set_result((header, payload))
+        self._settle(header["id"], (header, payload))
 
     def _loaded(self, name: str, version: int) -> bool:
         status = self.snapshot.models.get(name)
@@ -133,32 +136,52 @@ class RemoteEngine:
         self.full = set()
         self._connected.clear()
         self.snapshot.readiness = Readiness(False, {}, GONE)
-        pending, self._pending = self._pending, {}
-        for future in pending.values():
-            if not future.done():
-                future.set_exception(ModelNotReadyError(GONE))
+        for number in list(self._pending):
+            self._settle(number, ModelNotReadyError(GONE))
         if self._lost is not None:
             self._lost.set()
 
-    def request(
-        self, header: dict[str, Any], payload: bytes | memoryview = b"", timeout: float = 60
-    ) -> asyncio.Future[tuple[dict[str, Any], memoryview]]:
-        """Send a request; the future gets its reply (header, payload), or TimeoutError after
-        ``timeout`` seconds. Sent with this turn's other frames, or at :meth:`flush`."""
+    def send(
+        self, header: dict[str, Any], payload: bytes | memoryview, timeout: float, on_reply: OnReply
+    ) -> None:
+        """Send a request; ``on_reply`` gets its reply (header, payload) as it is read, in the
+        same turn of the loop (a future's callbacks would wait for the next one), or
+        TimeoutError after ``timeout`` seconds, or ModelNotReadyError if the executor goes.
+        Sent with this turn's other frames, or at :meth:`flush`."""
         if self._protocol is None:
             raise ModelNotReadyError(GONE)
         number = next(self._ids)
-        loop = asyncio.get_running_loop()
-        future = loop.create_future()
         self._protocol.send({**header, "id": number}, payload)
-        self._pending[number] = future
-        timer = loop.call_later(timeout, _expire, future, timeout)
+        error = TimeoutError(f"the executor did not answer in {timeout:g} s")
+        timer = asyncio.get_running_loop().call_later(timeout, self._settle, number, error)
+        self._pending[number] = (on_reply, timer)
 
-        def settled(_: asyncio.Future[Any]) -> None:  # answered, timed out or cancelled
-            timer.cancel()
-            self._pending.pop(number, None)
+    def _settle(self, number: int, outcome: Reply | BaseException) -> None:
+        waiting = self._pending.pop(number, None)
+        if waiting is None:  # answered already, or timed out
+            return
+        on_reply, timer = waiting
+        timer.cancel()
+        try:
+            on_reply(outcome)
+        except Exception:  # its own bug: the frames after it must still be read
+            log.exception("handling the executor's reply failed")
 
-        future.add_done_callback(settled)
+    def request(
+        self, header: dict[str, Any], payload: bytes | memoryview = b"", timeout: float = 60
+    ) -> asyncio.Future[Reply]:
+        """:meth:`send`, with a future for its reply."""
+        future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+
+        def settle(outcome: Reply | BaseException) -> None:
+            if future.done():  # its caller stopped waiting
+                return
+            if isinstance(outcome, BaseException):
+                future.set_exception(outcome)
+            else:
+                future.set_result(outcome)
+
+        self.send(header, payload, timeout, settle)
         return future
 
     def flush(self) -> None:
@@ -168,7 +191,7 @@ class RemoteEngine:
 
     async def _call(
         self, header: dict[str, Any], payload: bytes | memoryview = b"", timeout: float = 60
-    ) -> tuple[dict[str, Any], memoryview]:
+    ) -> Reply:
         """Send a request and wait for its reply; the executor's errors are raised here."""
         reply, data = await self.request(header, payload, timeout)
         if "error" in reply:
@@ -237,9 +260,3 @@ class RemoteEngine:
         if card is None:
             raise ModelNotReadyError(f"model {name!r} version {version}: no card received")
         return ModelInfo(name, version, device, card)
-
-
-def _expire(future: asyncio.Future[Any], timeout: float) -> None:
-    """A request's reply did not come in time (its ``settled`` callback forgets it)."""
-    if not future.done():
-        future.set_exception(TimeoutError(f"the executor did not answer in {timeout:g} s"))

@@ -23,7 +23,7 @@ from service.inference.batch import BatchStats
 from service.inference.errors import DeadlineExceededError
 
 if TYPE_CHECKING:
-    from service.executor.client import RemoteEngine
+    from service.executor.client import RemoteEngine, Reply
 
 # (model, version asked, version expected, signature, image shape, dtype)
 Key = tuple[str, int | None, int, str, tuple[int, ...], str]
@@ -179,16 +179,20 @@ class Gatherer:
                 target[:] = images.ravel()
             else:
                 payload = images.data.cast("B")
-            reply = engine.request(header, payload, timeout=timeout + 1.0)
+            engine.send(
+                header,
+                payload,
+                timeout + 1.0,
+                lambda outcome: self._answered(outcome, group, parts, block),
+            )
         except BaseException:
             if block is not None and arena is not None:
                 arena.free(block)
             raise
-        reply.add_done_callback(lambda done: self._answered(done, group, parts, block))
 
     def _answered(
         self,
-        reply: asyncio.Future[tuple[dict[str, Any], memoryview]],
+        outcome: Reply | BaseException,
         group: _Group,
         parts: list[_Part],
         block: tuple[int, int] | None,
@@ -197,7 +201,9 @@ class Gatherer:
         group.settle()
         arena = self._engine.arena
         try:
-            header, data = reply.result()
+            if isinstance(outcome, BaseException):
+                raise outcome
+            header, data = outcome
             if "error" in header:
                 raise_error(header)
             outputs = unpack_arrays(header["outputs"], arena.memory if arena else None, data)
