@@ -54,6 +54,12 @@ class Settings(BaseSettings):
         "core, while calls under load run on one core each; 0: no copy (half the weights' "
         "memory; TensorFlow's threading as configured); default: one per core (0 on one core)",
     )
+    huge_pages: bool = Field(
+        True,
+        description="the executor's heap (the models' weights) in transparent huge pages, "
+        "through glibc's malloc.hugetlb tunable (kernels whose THP mode is madvise or always); "
+        "a model that streams its weights per call then misses the TLB less",
+    )
     max_queue_images: int = Field(512, ge=1, description="queued images per model; then 503")
     request_timeout_s: float = Field(30.0, gt=0, le=3600, description="deadline of one request")
     decode_threads: int = Field(2, ge=1, le=64, description="threads decoding images")

@@ -161,6 +161,30 @@ def test_one_metrics_page_counts_every_front_end(split: ServerProcess, digits) -
     assert value(after, "convbridge_model_loaded", model="gap", version="1", device="/CPU:0") == 1
 
 
+def test_the_executor_alone_asks_for_huge_pages(split: ServerProcess, digits) -> None:
+    """CONVBRIDGE_HUGE_PAGES (on by default) reaches the executor's environment, and only
+    its: the front ends' small heaps keep glibc's defaults."""
+
+    def tunables(pid: int) -> str:
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        found = [item[15:] for item in environ if item.startswith(b"GLIBC_TUNABLES=")]
+        return found[0].decode() if found else ""
+
+    (executor,) = children(split, "service.executor")
+    assert "glibc.malloc.hugetlb=1" in tunables(executor).split(":")
+    for pid in children(split, "service.frontend"):
+        assert "hugetlb" not in tunables(pid)
+    # It still answers as before (the same probabilities are checked in other tests).
+    answer = httpx.post(
+        f"{split.url}/models/gap/classify",
+        content=digit_png(digits.test.images[0]),
+        headers={"Content-Type": "image/png"},
+        timeout=TIMEOUT_S + 5,
+    )
+    assert answer.status_code == 200, answer.text
+    assert len(answer.json()["predictions"][0]["top_k"]) == 5
+
+
 def test_a_killed_executor_is_replaced_and_no_request_hangs(split: ServerProcess, digits) -> None:
     (executor,) = children(split, "service.executor")
     load = Load(split, digit_png(digits.test.images[0]))

@@ -10,6 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from service.settings import Settings, describe_errors
+from service.supervisor import executor_env
 from tests.conftest import ROOT
 
 
@@ -95,3 +96,18 @@ def test_padded_size() -> None:
     assert [padded_size(n, sizes) for n in (1, 2, 3, 5, 8, 9, 32)] == [1, 2, 4, 8, 8, 32, 32]
     with pytest.raises(ValueError, match="larger than the largest allowed"):
         padded_size(33, sizes)
+
+
+def test_the_executor_env_adds_huge_pages_and_keeps_the_operators_tunables() -> None:
+    settings = Settings()
+    assert settings.huge_pages
+    env = executor_env({"PATH": "/bin"}, settings)
+    assert env == {"PATH": "/bin", "GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}
+    theirs = {"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"}
+    assert executor_env(theirs, settings)["GLIBC_TUNABLES"] == (
+        "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1"
+    )
+    # Their own hugetlb wins, and the setting turns it off.
+    own = {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"}
+    assert executor_env(own, settings) == own
+    assert executor_env({"PATH": "/bin"}, Settings(huge_pages=False)) == {"PATH": "/bin"}
