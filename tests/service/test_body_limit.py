@@ -7,13 +7,10 @@ slow-upload tests in tests/e2e/test_hardening.py cut such bodies off with 408)."
 from __future__ import annotations
 
 import socket
-import threading
 import time
 
-import uvicorn
-
-from benchmarks.servers import free_port
 from service.web.middleware import _arrived
+from tests.threaded_uvicorn import uvicorn_in_thread
 
 
 class Recorder:
@@ -42,18 +39,7 @@ class Recorder:
 
 def test_uvicorn_tells_whether_a_body_is_already_there() -> None:
     recorder = Recorder()
-    port = free_port()
-    config = uvicorn.Config(
-        recorder, host="127.0.0.1", port=port, http="httptools", log_level="error"
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 30
-        while not server.started:
-            assert time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.01)  # the interval between two looks at the server's state
+    with uvicorn_in_thread(recorder, http="httptools") as port:
         head = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n"
         # A body sent with its head, in one write: already there at the first read.
         with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
@@ -63,6 +49,7 @@ def test_uvicorn_tells_whether_a_body_is_already_there() -> None:
         recorder.seen.clear()
 
         # A body that comes later than its head: the read waits, timed.
+        deadline = time.monotonic() + 30
         with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
             sock.sendall(head)
             while not recorder.seen:  # until the app is reading
@@ -71,6 +58,3 @@ def test_uvicorn_tells_whether_a_body_is_already_there() -> None:
             sock.sendall(b"hello")
             assert sock.recv(4096).endswith(b"\r\n\r\n5")
         assert recorder.seen == [False]
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)

@@ -10,15 +10,14 @@ import threading
 import time
 
 import pytest
-import uvicorn
 from prometheus_client import CollectorRegistry
 
-from benchmarks.servers import free_port
 from service.metrics import Metrics
 from service.settings import Settings
 from service.web.middleware import MetricsMiddleware
 from service.web.protocol import TurnWriter, protocol_class
 from tests.socketpairs import LOOPS, connected, read_all, received, run
+from tests.threaded_uvicorn import uvicorn_in_thread
 
 
 async def _connected():
@@ -106,41 +105,27 @@ def test_a_complete_answer_leaves_at_once_counted_in_the_metrics() -> None:
     request is already counted in ``convbridge_http_request_duration_seconds``."""
     registry = CollectorRegistry()
     app = _HoldsOnAfterAnswering()
-    settings = Settings()
-    config = uvicorn.Config(
-        MetricsMiddleware(app, Metrics(registry, process=False)),
-        host="127.0.0.1",
-        port=free_port(),
-        http=protocol_class(settings),
-        log_level="error",
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 30
-        while not server.started:
-            assert time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.01)  # the interval between two looks at the server's state
-        with socket.create_connection(("127.0.0.1", config.port), timeout=5) as sock:
-            sock.sendall(b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
-            answer = b""
-            while not answer.endswith(b"\r\n\r\nok"):
-                chunk = sock.recv(4096)  # times out (5 s) if the answer waits for the app
-                assert chunk, f"connection closed after {answer!r}"
-                answer += chunk
-            labels = {"method": "POST", "route": "unmatched", "status": "200"}
-            counted = registry.get_sample_value(
-                "convbridge_http_request_duration_seconds_count", labels
-            )
-            app.client_has_it.set()
-        assert answer.startswith(b"HTTP/1.1 200 OK\r\n")
-        assert counted == 1
-        while not app.waited:  # the app goes on once the client has its answer
-            assert time.monotonic() < deadline + 10, "the app never went on"
-            time.sleep(0.01)  # the interval between two looks at the app's state
-        assert app.waited == [True]
-    finally:
-        app.client_has_it.set()
-        server.should_exit = True
-        thread.join(timeout=30)
+    served = MetricsMiddleware(app, Metrics(registry, process=False))
+    with uvicorn_in_thread(served, http=protocol_class(Settings())) as port:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+                sock.sendall(b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+                answer = b""
+                while not answer.endswith(b"\r\n\r\nok"):
+                    chunk = sock.recv(4096)  # times out (5 s) if the answer waits for the app
+                    assert chunk, f"connection closed after {answer!r}"
+                    answer += chunk
+                labels = {"method": "POST", "route": "unmatched", "status": "200"}
+                counted = registry.get_sample_value(
+                    "convbridge_http_request_duration_seconds_count", labels
+                )
+                app.client_has_it.set()
+            assert answer.startswith(b"HTTP/1.1 200 OK\r\n")
+            assert counted == 1
+            deadline = time.monotonic() + 10
+            while not app.waited:  # the app goes on once the client has its answer
+                assert time.monotonic() < deadline, "the app never went on"
+                time.sleep(0.01)  # the interval between two looks at the app's state
+            assert app.waited == [True]
+        finally:
+            app.client_has_it.set()  # never leave the server's loop blocked
