@@ -152,9 +152,11 @@ class RemoteEngine:
             raise ModelNotReadyError(GONE)
         number = next(self._ids)
         self._protocol.send({**header, "id": number}, payload)
-        error = TimeoutError(f"the executor did not answer in {timeout:g} s")
-        timer = asyncio.get_running_loop().call_later(timeout, self._settle, number, error)
+        timer = asyncio.get_running_loop().call_later(timeout, self._expire, number, timeout)
         self._pending[number] = (on_reply, timer)
+
+    def _expire(self, number: int, timeout: float) -> None:
+        self._settle(number, TimeoutError(f"the executor did not answer in {timeout:g} s"))
 
     def _settle(self, number: int, outcome: Reply | BaseException) -> None:
         waiting = self._pending.pop(number, None)

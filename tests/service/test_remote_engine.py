@@ -185,3 +185,40 @@ def test_a_lone_request_runs_at_once_in_an_executor_whose_loop_only_feeds_batche
         await client.close()
 
     asyncio.run(scenario())
+
+
+def test_every_wait_for_the_executor_ends(gap_repository: Path, tmp_path: Path, caplog) -> None:
+    """A reply that never comes ends at its timeout; a reply handler's bug is logged and the
+    replies after it still arrive; when the executor goes, what is under way fails at once."""
+    settings = Settings(repository=gap_repository)
+
+    async def scenario() -> None:
+        engine = Engine(settings, Metrics(CollectorRegistry(), http=False))
+        server = ExecutorServer(engine, tmp_path / "executor.sock")
+        await server.start()
+        client = RemoteEngine(settings, tmp_path / "executor.sock", None)
+        await client.start()
+        await client.attached()
+
+        # The executor logs an operation it does not know, and answers nothing.
+        with pytest.raises(TimeoutError, match="did not answer in 0.2 s"):
+            await client.request({"op": "unknown"}, timeout=0.2)
+
+        seen = []
+
+        def broken(outcome) -> None:
+            seen.append(outcome)
+            raise RuntimeError("a bug in a reply handler")
+
+        client.send({"op": "metrics"}, b"", 10, broken)
+        assert b"convbridge_batch_size" in await client.metrics_text()  # the next reply
+        assert len(seen) == 1 and not isinstance(seen[0], BaseException)
+        assert "handling the executor's reply failed" in caplog.text
+
+        waiting = client.request({"op": "unknown"}, timeout=60)
+        await server.stop()
+        with pytest.raises(ModelNotReadyError, match="executor is not available"):
+            await asyncio.wait_for(waiting, 10)
+        await client.close()
+
+    asyncio.run(scenario())
