@@ -39,6 +39,19 @@ async def _until(predicate, seconds: float = 60) -> None:
     raise AssertionError("condition not met in time")
 
 
+async def _joined(
+    settings: Settings, folder: Path, arena: bool = True, runtime: Runtime | None = None
+) -> tuple[Engine, ExecutorServer, RemoteEngine]:
+    """An engine (not started), its executor server on a Unix socket in ``folder``, and a
+    client connecting to it (with an arena in ``folder`` unless ``arena`` is False)."""
+    engine = Engine(settings, Metrics(CollectorRegistry(), http=False), runtime)
+    server = ExecutorServer(engine, folder / "executor.sock")
+    await server.start()
+    client = RemoteEngine(settings, folder / "executor.sock", folder if arena else None)
+    await client.start()
+    return engine, server, client
+
+
 def test_the_client_answers_like_the_engine(gap_repository: Path, tmp_path: Path, digits) -> None:
     images = digits.test.images[:2]  # the queue below holds two
     saved = tf.saved_model.load(str(gap_repository / "gap" / "1"))
@@ -49,11 +62,7 @@ def test_the_client_answers_like_the_engine(gap_repository: Path, tmp_path: Path
     settings = Settings(repository=gap_repository, max_batch_size=2, max_queue_images=2)
 
     async def scenario() -> None:
-        engine = Engine(settings, Metrics(CollectorRegistry(), http=False))
-        server = ExecutorServer(engine, tmp_path / "executor.sock")
-        await server.start()
-        client = RemoteEngine(settings, tmp_path / "executor.sock", tmp_path)
-        await client.start()
+        engine, server, client = await _joined(settings, tmp_path)
         with pytest.raises(ModelNotReadyError):
             client.names()  # not connected yet, or the engine still starting
         await engine.start()
@@ -146,11 +155,7 @@ def test_a_lone_request_runs_at_once_in_an_executor_whose_loop_only_feeds_batche
     runtime = Runtime("/CPU:0", "cpu", "CPU", dedicated_loop=True)
 
     async def scenario() -> None:
-        engine = Engine(settings, Metrics(CollectorRegistry(), http=False), runtime)
-        server = ExecutorServer(engine, tmp_path / "executor.sock")
-        await server.start()
-        client = RemoteEngine(settings, tmp_path / "executor.sock", tmp_path)
-        await client.start()
+        engine, server, client = await _joined(settings, tmp_path, runtime=runtime)
         await engine.start()
         await _until(lambda: client.readiness().ready)
         connection = next(iter(server.connections))
@@ -193,11 +198,7 @@ def test_every_wait_for_the_executor_ends(gap_repository: Path, tmp_path: Path, 
     settings = Settings(repository=gap_repository)
 
     async def scenario() -> None:
-        engine = Engine(settings, Metrics(CollectorRegistry(), http=False))
-        server = ExecutorServer(engine, tmp_path / "executor.sock")
-        await server.start()
-        client = RemoteEngine(settings, tmp_path / "executor.sock", None)
-        await client.start()
+        _, server, client = await _joined(settings, tmp_path, arena=False)
         await client.attached()
 
         # The executor logs an operation it does not know, and answers nothing.
