@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -118,10 +118,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._in_head = True
         self._refusal: tuple[int, str] | None = None
         self._head_timer: asyncio.TimerHandle | None = None
-        self._writer: TurnWriter
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        self._writer = writer = TurnWriter(transport, self.loop)
+        writer = TurnWriter(transport, self.loop)
         super().connection_made(writer)  # type: ignore[arg-type]
         self._arm_head_timer()
 
@@ -175,7 +174,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             # end) and a turn of the loop. With others under way the answers of a turn still
             # leave together: each write wakes the client, which then takes a core from the
             # rest of the turn (immediate writes under load: gap c=64 -4.6%).
-            self._writer.flush()
+            cast(TurnWriter, self.transport).flush()  # as connection_made set it
         self._in_head, self._head_bytes = True, 0
         super().on_response_complete()
 
