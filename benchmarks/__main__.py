@@ -162,12 +162,15 @@ def convbridge_servers(
     servers = {}
     for count in front_ends:
         env = {**_convbridge_env(model_path), "CONVBRIDGE_WORKERS": str(count)}
-        label = "convbridge, 1 process" if count == 0 else f"convbridge, {count} front end(s)"
-        servers[label] = (
+        servers[convbridge_label(count)] = (
             ServerProcess("service", [], workdir / f"convbridge-{count}{tag}.log", env),
             f"/models/{variant}/classify",
         )
     return servers
+
+
+def convbridge_label(count: int) -> str:
+    return "convbridge, 1 process" if count == 0 else f"convbridge, {count} front end(s)"
 
 
 def _convbridge_env(model_path: Path) -> dict[str, str]:
@@ -216,6 +219,7 @@ def measure_variant(args: argparse.Namespace, variant: str, workdir: Path) -> di
         if variant in SCALING_VARIANTS
         else {}
     )
+    paired = measure_paired_rounds(args, variant, model_path, body, front_ends, runs, workdir)
     after = measure_ceiling_rows(model_path, variant, batches, "after the servers")
     # The VM's speed drifts: a ceiling measured in a slow moment would flatter every ratio,
     # so each batch size keeps the faster of its two measurements.
@@ -232,7 +236,46 @@ def measure_variant(args: argparse.Namespace, variant: str, workdir: Path) -> di
         "protocols": protocols,
         "overload": overload,
         "scaling": scaling,
+        "paired": paired,
     }
+
+
+def measure_paired_rounds(
+    args: argparse.Namespace,
+    variant: str,
+    model_path: Path,
+    body: Path,
+    front_ends: list[int],
+    runs: dict[str, list[dict[str, Any]]],
+    workdir: Path,
+) -> dict[str, Any]:
+    """The front-end count that answered most at c=64, paired with the ceiling (paired.py)."""
+    from benchmarks.ceiling import Ceiling
+    from benchmarks.paired import CONCURRENCY, pair_with_ceiling
+
+    def at_target_load(count: int) -> float:
+        levels = runs.get(convbridge_label(count), [])
+        return next((r["throughput"] for r in levels if r["concurrency"] == CONCURRENCY), 0.0)
+
+    count = max(front_ends, key=at_target_load)
+    if at_target_load(count) == 0:
+        return {}  # no run at the targets' concurrency to pair
+    ((name, (server, path)),) = convbridge_servers(
+        variant, model_path, [count], workdir, "-paired"
+    ).items()
+    print(f"{name} between in-process ceilings, the targets' ratios:", flush=True)
+    try:
+        paired = pair_with_ceiling(
+            server,
+            path,
+            body,
+            Ceiling(model_path, (32, 32, 3)),
+            args.seconds,
+            workdir,
+        )
+    finally:
+        server.stop()
+    return {"server": name, **paired}
 
 
 def measure_lone_requests(

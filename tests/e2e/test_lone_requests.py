@@ -11,6 +11,7 @@ import pytest
 
 from benchmarks.lone import measure_lone
 from benchmarks.report import LATENCY_MARGIN_MS, TUNED, TUNED_FRONT_ENDS, format_markdown
+from tests.bench_results import bench_results
 from tests.images import digit_png
 
 pytestmark = [pytest.mark.e2e]
@@ -39,39 +40,9 @@ def test_a_server_that_fails_a_request_stops_the_measurement(server, digits) -> 
         measure_lone(servers, body, rounds=1)
 
 
-def _results(vs_naive_ms: float) -> dict:
-    run = {
-        "concurrency": 64,
-        "throughput": 100.0,
-        "p50_ms": 10.0,
-        "p99_ms": 12.0,
-        "errors": 0,
-        "cpu_ms_per_request": 1.0,
-        "server_cpu": 1.0,
-        "wrk_cpu": 0.1,
-    }
-    lone = {"p50_ms": 2.0 + vs_naive_ms, "p99_ms": 3.0, "vs_naive_ms": vs_naive_ms}
-    comparison = {
-        "variant": "gap",
-        "ceiling": [{"batch": 32, "images_per_second": 1000.0, "median_ms": 32.0}],
-        "runs": {"naive": [run], "convbridge, 1 front end(s)": [run]},
-        "lone": {
-            "naive": {"p50_ms": 2.0, "p99_ms": 3.0, "vs_naive_ms": 0.0},
-            "convbridge, 1 front end(s)": lone,
-        },
-    }
-    return {
-        "machine": "test",
-        "command": "python -m benchmarks",
-        "date": "2026-11-23",
-        "seconds": 1,
-        "comparisons": [comparison],
-    }
-
-
 @pytest.mark.parametrize(("extra", "mark"), [(0.25, "yes"), (0.35, "**no**")])
 def test_the_lone_request_target_is_checked_on_the_interleaved_difference(extra, mark) -> None:
-    report = format_markdown(_results(extra))
+    report = format_markdown(bench_results(extra))
 
     assert "| convbridge, 1 front end(s) | " in report  # the interleaved table's row
     check = next(line for line in report.splitlines() if "lone request p50" in line)
@@ -80,7 +51,7 @@ def test_the_lone_request_target_is_checked_on_the_interleaved_difference(extra,
 
 
 def test_a_tuned_server_is_shown_but_never_meets_a_target_for_the_defaults() -> None:
-    results = _results(0.25)
+    results = bench_results(0.25)
     comparison = results["comparisons"][0]
     tuned = f"{TUNED}, {TUNED_FRONT_ENDS} front end(s)"
     fast = {**comparison["runs"]["naive"][0], "throughput": 900.0}  # 0.9x the ceiling
