@@ -7,11 +7,14 @@ core makes a lone `flatten` call 1.7 times slower). The eager signatures run the
 one-thread pool; this copy, a TF1 session with its own pool (TF_OVERRIDE_GLOBAL_THREADPOOL,
 set by :func:`~service.inference.runtime.configure_tensorflow`), runs the calls that find no
 other under way. It costs a second copy of the weights. A session call also skips the eager
-signature's argument handling: a lone `gap` request is 0.15 ms faster through it.
+signature's argument handling: a lone `gap` request is 0.15 ms faster through it. A light model's
+ops are too short to share between cores: its copy gets one thread (LoadedModel._add_lone_copy).
 """
 
 from __future__ import annotations
 
+import statistics
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -30,6 +33,7 @@ class LoneCopy:
     ) -> None:
         import tensorflow as tf
 
+        self.threads = threads
         config = tf.compat.v1.ConfigProto(
             intra_op_parallelism_threads=threads, inter_op_parallelism_threads=1
         )
@@ -56,3 +60,17 @@ class LoneCopy:
     def close(self) -> None:
         """Free the session and its weights; the copy is unusable afterwards."""
         self._session.close()
+
+
+def median_ms(call: Callable[[], object], calls: int = 15, seconds: float = 0.3) -> float:
+    """Median milliseconds of ``call``, after 3 untimed calls: at least 5 timed, then up to
+    ``calls`` or ``seconds``."""
+    for _ in range(3):
+        call()
+    taken: list[float] = []
+    until = time.monotonic() + seconds
+    while len(taken) < 5 or (len(taken) < calls and time.monotonic() < until):
+        started = time.perf_counter()
+        call()
+        taken.append(time.perf_counter() - started)
+    return statistics.median(taken) * 1000

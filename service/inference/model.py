@@ -15,9 +15,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from convbridge.card import ModelCard
+from convbridge.signatures import CLASSIFY
 from service.inference.batching import Batcher
 from service.inference.errors import ModelLoadError, unknown_signature
-from service.inference.lone import LoneCopy
+from service.inference.lone import LoneCopy, median_ms
 from service.inference.runtime import Runtime
 from service.inference.signatures import check_signatures, served_signatures, warm_up_inputs
 from service.metrics import Metrics
@@ -27,6 +28,10 @@ if TYPE_CHECKING:
     from prometheus_client import Gauge
 
 log = logging.getLogger("convbridge.models")
+
+# The shortest call alone, on one core, that a lone copy spreads over every core (see
+# LoadedModel._add_lone_copy).
+SPLIT_MIN_MS = 2.0
 
 
 def padded_size(count: int, sizes: tuple[int, ...]) -> int:
@@ -60,6 +65,8 @@ class LoadedModel:
         self._saved = saved  # owns the variables the signatures read
         self._signatures = {name: saved.signatures[name] for name in served_signatures(card)}
         self._lone = lone
+        # Milliseconds of a call alone on one core, once timed (see _add_lone_copy).
+        self.one_core_ms: float | None = None
         self._runtime = runtime
         self.executor = ThreadPoolExecutor(
             runtime.batch_threads, thread_name_prefix=f"infer-{card.name}-{card.version}"
@@ -89,7 +96,7 @@ class LoadedModel:
         missing = [s for s in wanted if s not in saved.signatures]
         if missing:
             raise ModelLoadError(f"the SavedModel lacks signatures {missing}")
-        model = cls(card, saved, runtime, settings, metrics, _lone_copy(path, card, runtime))
+        model = cls(card, saved, runtime, settings, metrics)
         try:
             # Warm up on the inference threads themselves: that is where requests will run.
             # Submitted together, each job starts its own thread (a waited-for job frees its
@@ -100,20 +107,62 @@ class LoadedModel:
                 job.result()
         except BaseException:
             model.executor.shutdown(wait=True)
-            model._drop_lone_copy()
             raise
-        if model._lone is not None:
-            try:
-                model.warm_up(eager=False)
-            except Exception as error:
-                log.warning(
-                    "%s v%s: its lone copy failed to warm up (%s); dropped",
-                    card.name,
-                    card.version,
-                    error,
-                )
-                model._drop_lone_copy()
+        if runtime.lone_threads:
+            model._add_lone_copy(path)
         return model
+
+    @property
+    def lone_threads(self) -> int:
+        """Intra-op threads of the lone copy; 0: no copy."""
+        return self._lone.threads if self._lone is not None else 0
+
+    def _add_lone_copy(self, path: Path) -> None:
+        """Load and warm up the lone copy, on every core only for a call long enough to share.
+
+        Every core helps a heavy model's call alone (the benchmark's `flatten`, batch 1, in
+        process: 3.2 ms on two cores, 4.6 on one), but a light model's ops are too short to
+        share: handing each one to the other core and waiting for it costs more than it saves
+        (`gap`: 0.84 ms on two, 0.41 on one; a round trip between this VM's cores took 91-173
+        us, README).
+        So the smallest batch is timed on the eager signature (one core, configure_tensorflow)
+        and a call shorter than :data:`SPLIT_MIN_MS` gets a copy on one thread: still a
+        session, which skips the eager signature's argument handling.
+        """
+        threads = self._runtime.lone_threads
+        if threads > 1:
+            self.one_core_ms = self._time_alone()
+            if self.one_core_ms < SPLIT_MIN_MS:
+                threads = 1
+            log.info(
+                "%s v%s: a call alone takes %.2f ms on one core: its lone copy gets %d thread(s)",
+                self.name,
+                self.version,
+                self.one_core_ms,
+                threads,
+            )
+        self._lone = _lone_copy(path, self.card, self._runtime, threads)
+        if self._lone is None:
+            return
+        try:
+            self.warm_up(eager=False)
+        except Exception as error:
+            log.warning(
+                "%s v%s: its lone copy failed to warm up (%s); dropped",
+                self.name,
+                self.version,
+                error,
+            )
+            self._drop_lone_copy()
+
+    def _time_alone(self) -> float:
+        """Median milliseconds of the smallest batch (what a call alone is padded to) of the
+        classify signature, on the eager signatures' one core."""
+        signature = CLASSIFY if CLASSIFY in self._signatures else next(iter(self._signatures))
+        size = self.batch_sizes[0]
+        zeros = np.zeros((size, *self.card.input.shape), dtype=np.uint8)
+        inputs = {self.card.input.name: zeros, **warm_up_inputs(signature, size)}
+        return median_ms(lambda: self._call_eager(signature, inputs))
 
     def _drop_lone_copy(self) -> None:
         if self._lone is not None:
@@ -231,18 +280,14 @@ class LoadedModel:
         self._drop_lone_copy()
 
 
-def _lone_copy(path: Path, card: ModelCard, runtime: Runtime) -> LoneCopy | None:
+def _lone_copy(path: Path, card: ModelCard, runtime: Runtime, threads: int) -> LoneCopy | None:
     """The model's lone copy when the runtime asks for one and TF1's loader can read it.
 
     Without one the model is still served, its lone calls on one core: a copy is an
     optimisation, never a reason to refuse a model.
     """
-    if not runtime.lone_threads:
-        return None
     try:
-        return LoneCopy(
-            path, served_signatures(card), runtime.lone_threads, runtime.thread_spinning
-        )
+        return LoneCopy(path, served_signatures(card), threads, runtime.thread_spinning)
     except Exception as error:
         log.warning(
             "%s v%s: no lone copy (%s); a call alone runs on one core",

@@ -7,6 +7,7 @@ or counts what it needs, and bounds its traffic in requests and seconds.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import threading
 import time
@@ -159,6 +160,36 @@ def test_one_metrics_page_counts_every_front_end(split: ServerProcess, digits) -
     # The executor's own metrics are on the same page: every image went through a batch.
     assert rise("convbridge_batch_size_sum", model="gap", version="1") == count
     assert value(after, "convbridge_model_loaded", model="gap", version="1", device="/CPU:0") == 1
+
+
+def test_each_models_lone_copy_is_sized_by_its_call_alone(server: ServerProcess, digits) -> None:
+    """The executor times every model's call alone on one core as it loads it, and gives its
+    lone copy every core only when that call is long enough to share; the log says which,
+    and every model answers."""
+    from service.inference.model import SPLIT_MIN_MS
+
+    log = server.log()
+    copies = re.search(r"a lone call on (\d+) threads", log)
+    choices = re.findall(
+        r"(\w+) v1: a call alone takes ([\d.]+) ms on one core: its lone copy gets (\d+) thread",
+        log,
+    )
+    if copies is None:  # one core: no copies, nothing to time
+        assert choices == []
+        return
+    models = httpx.get(f"{server.url}/models", timeout=10).json()["models"]
+    assert sorted(name for name, *_ in choices) == sorted(model["name"] for model in models)
+    for name, milliseconds, threads in choices:
+        if abs(float(milliseconds) - SPLIT_MIN_MS) > 0.005:  # the log rounds to 0.01 ms
+            every_core = float(milliseconds) >= SPLIT_MIN_MS
+            assert threads == (copies[1] if every_core else "1"), (name, milliseconds)
+        answer = httpx.post(
+            f"{server.url}/models/{name}/classify",
+            content=digit_png(digits.test.images[0]),
+            headers={"Content-Type": "image/png"},
+            timeout=30,
+        )
+        assert answer.status_code == 200, answer.text
 
 
 def test_the_executor_alone_asks_for_huge_pages(split: ServerProcess, digits) -> None:

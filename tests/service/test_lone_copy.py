@@ -3,6 +3,9 @@ eager signatures it stands in for, and the count that picks between them."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import re
 import threading
 
 import numpy as np
@@ -93,3 +96,54 @@ def test_a_model_whose_copy_cannot_load_is_served_without_it(
         np.testing.assert_allclose(got, expected, atol=1e-6)
     finally:
         loaded.executor.shutdown(wait=True)
+
+
+@pytest.mark.parametrize("variant", ["gap", "flatten"])
+def test_a_copy_spreads_over_every_core_only_a_call_long_enough_to_share(
+    demo_repository, digits, caplog, variant
+) -> None:
+    """A call alone is timed on one core when the model loads; one shorter than SPLIT_MIN_MS
+    gets a copy on one thread, and the copy answers as the eager signature either way."""
+    path = demo_repository / variant / "1"
+    settings = Settings(repository=demo_repository, max_batch_size=2)
+    runtime = Runtime("/CPU:0", "cpu", "CPU", lone_threads=2)
+    with caplog.at_level(logging.INFO, "convbridge.models"):
+        loaded = LoadedModel.load(
+            path, read_card(path), runtime, settings, Metrics(CollectorRegistry())
+        )
+    try:
+        one_core_ms = loaded.one_core_ms
+        assert one_core_ms is not None and one_core_ms > 0
+        threads = 2 if one_core_ms >= model_module.SPLIT_MIN_MS else 1
+        assert loaded.lone_threads == threads
+        line = re.search(
+            rf"{variant} v1: a call alone takes ([\d.]+) ms on one core: its lone copy gets "
+            rf"{threads} thread\(s\)",
+            caplog.text,
+        )
+        assert line is not None, caplog.text
+        assert float(line[1]) == round(one_core_ms, 2)
+        images = digits.test.images[:2]
+        eager = tf.saved_model.load(str(path)).signatures[CLASSIFY]
+        expected = eager(images=tf.constant(images))[PROBABILITIES].numpy()
+        got = loaded.run(CLASSIFY, images)[PROBABILITIES]  # alone: on the copy
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+    finally:
+        asyncio.run(loaded.close())  # its batchers never started: the pool and the copy go
+
+
+def test_one_core_gets_no_copy_to_time(gap_repository, caplog) -> None:
+    """lone_threads=1 (a copy on one thread, asked for): nothing to decide, nothing timed."""
+    path = gap_repository / "gap" / "1"
+    settings = Settings(repository=gap_repository, max_batch_size=2)
+    runtime = Runtime("/CPU:0", "cpu", "CPU", lone_threads=1)
+    with caplog.at_level(logging.INFO, "convbridge.models"):
+        loaded = LoadedModel.load(
+            path, read_card(path), runtime, settings, Metrics(CollectorRegistry())
+        )
+    try:
+        assert loaded.lone_threads == 1
+        assert loaded.one_core_ms is None
+        assert "a call alone takes" not in caplog.text
+    finally:
+        asyncio.run(loaded.close())
