@@ -63,7 +63,7 @@ lint: install
 report: install
 	$(PY) -m training.report --models $(MODELS)
 
-# Measures the in-process ceiling, a naive server and convbridge in one run (about 18 minutes);
+# Measures the in-process ceiling, a naive server and convbridge in one run (about 20 minutes);
 # needs wrk (Debian's package), which it installs when it runs as root.
 bench: install
 	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq wrk >/dev/null; } \

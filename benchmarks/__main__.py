@@ -4,8 +4,9 @@ For each model: the SavedModel called in process (the ceiling), a bare FastAPI r
 most a Python front end can answer), the naive one-call-per-request server, and convbridge
 with 1 and 2 front ends, at several concurrencies, all in one run on this machine; for `gap`,
 also gRPC beside REST from one asyncio client (benchmarks/protocols.py) and four times the
-capacity offered at a fixed rate (benchmarks/overload.py). The report's ratios
-are the throughput targets; see README.md for the latest table.
+capacity offered at a fixed rate (benchmarks/overload.py); last, the front-end count that
+answered most at c=64 runs between ceilings measured right around it, and the throughput
+targets are judged on those rounds (benchmarks/paired.py). See README.md for the latest table.
 """
 
 from __future__ import annotations
