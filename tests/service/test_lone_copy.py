@@ -7,6 +7,7 @@ import asyncio
 import logging
 import re
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -82,20 +83,12 @@ def test_a_model_whose_copy_cannot_load_is_served_without_it(
 
     monkeypatch.setattr(model_module, "LoneCopy", unreadable)
     path = gap_repository / "gap" / "1"
-    settings = Settings(repository=gap_repository, max_batch_size=2)
-    runtime = Runtime("/CPU:0", "cpu", "CPU", lone_threads=2)
-    loaded = LoadedModel.load(
-        path, read_card(path), runtime, settings, Metrics(CollectorRegistry())
-    )
+    loaded = _load(path, lone_threads=2)
     try:
         assert "no lone copy (TF1's loader found no MetaGraph)" in caplog.text
-        images = digits.test.images[:2]
-        eager = tf.saved_model.load(str(path)).signatures[CLASSIFY]
-        expected = eager(images=tf.constant(images))[PROBABILITIES].numpy()
-        got = loaded.run(CLASSIFY, images)[PROBABILITIES]
-        np.testing.assert_allclose(got, expected, atol=1e-6)
+        _assert_answers_like_eager(loaded, path, digits.test.images[:2])
     finally:
-        loaded.executor.shutdown(wait=True)
+        asyncio.run(loaded.close())
 
 
 @pytest.mark.parametrize("variant", ["gap", "flatten"])
@@ -105,12 +98,8 @@ def test_a_copy_spreads_over_every_core_only_a_call_long_enough_to_share(
     """A call alone is timed on one core when the model loads; one shorter than SPLIT_MIN_MS
     gets a copy on one thread, and the copy answers as the eager signature either way."""
     path = demo_repository / variant / "1"
-    settings = Settings(repository=demo_repository, max_batch_size=2)
-    runtime = Runtime("/CPU:0", "cpu", "CPU", lone_threads=2)
     with caplog.at_level(logging.INFO, "convbridge.models"):
-        loaded = LoadedModel.load(
-            path, read_card(path), runtime, settings, Metrics(CollectorRegistry())
-        )
+        loaded = _load(path, lone_threads=2)
     try:
         one_core_ms = loaded.one_core_ms
         assert one_core_ms is not None and one_core_ms > 0
@@ -123,27 +112,33 @@ def test_a_copy_spreads_over_every_core_only_a_call_long_enough_to_share(
         )
         assert line is not None, caplog.text
         assert float(line[1]) == round(one_core_ms, 2)
-        images = digits.test.images[:2]
-        eager = tf.saved_model.load(str(path)).signatures[CLASSIFY]
-        expected = eager(images=tf.constant(images))[PROBABILITIES].numpy()
-        got = loaded.run(CLASSIFY, images)[PROBABILITIES]  # alone: on the copy
-        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+        _assert_answers_like_eager(loaded, path, digits.test.images[:2])  # alone: the copy
     finally:
         asyncio.run(loaded.close())  # its batchers never started: the pool and the copy go
 
 
-def test_one_core_gets_no_copy_to_time(gap_repository, caplog) -> None:
-    """lone_threads=1 (a copy on one thread, asked for): nothing to decide, nothing timed."""
-    path = gap_repository / "gap" / "1"
-    settings = Settings(repository=gap_repository, max_batch_size=2)
-    runtime = Runtime("/CPU:0", "cpu", "CPU", lone_threads=1)
+def test_a_copy_asked_for_on_one_thread_is_not_timed(gap_repository, caplog) -> None:
+    """lone_threads=1: the copy has one thread whatever its calls take, so none is timed."""
     with caplog.at_level(logging.INFO, "convbridge.models"):
-        loaded = LoadedModel.load(
-            path, read_card(path), runtime, settings, Metrics(CollectorRegistry())
-        )
+        loaded = _load(gap_repository / "gap" / "1", lone_threads=1)
     try:
         assert loaded.lone_threads == 1
         assert loaded.one_core_ms is None
         assert "a call alone takes" not in caplog.text
     finally:
         asyncio.run(loaded.close())
+
+
+def _load(path: Path, lone_threads: int) -> LoadedModel:
+    """The model at ``path`` loaded as the executor loads it on a CPU, with this copy."""
+    settings = Settings(repository=path.parent.parent, max_batch_size=2)
+    runtime = Runtime("/CPU:0", "cpu", "CPU", lone_threads=lone_threads)
+    return LoadedModel.load(path, read_card(path), runtime, settings, Metrics(CollectorRegistry()))
+
+
+def _assert_answers_like_eager(loaded: LoadedModel, path: Path, images: np.ndarray) -> None:
+    """A call alone (on the copy when there is one) answers as the SavedModel's own signature."""
+    eager = tf.saved_model.load(str(path)).signatures[CLASSIFY]
+    expected = eager(images=tf.constant(images))[PROBABILITIES].numpy()
+    got = loaded.run(CLASSIFY, images)[PROBABILITIES]
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
