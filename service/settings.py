@@ -51,10 +51,10 @@ class Settings(BaseSettings):
         le=256,
         description="CPU only: each model is loaded a second time with its own pool of this "
         "many intra-op threads, and a call that finds no other under way runs there on every "
-        "core, while calls under load run on one core each (a model whose call alone is no "
-        "faster on these threads than on one core, timed when it loads, gets a copy on one "
-        "thread); 0: no copy (half the weights' memory; TensorFlow's threading as configured); "
-        "default: one per core (0 on one core)",
+        "core, while calls under load run on one core each (a model whose call alone takes "
+        "under 2 ms on one core, timed as it loads, gets a copy on one thread); 0: no copy "
+        "(half the weights' memory; TensorFlow's threading as configured); default: one per "
+        "core (0 on one core)",
     )
     huge_pages: bool = Field(
         True,

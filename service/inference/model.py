@@ -56,7 +56,6 @@ class LoadedModel:
         runtime: Runtime,
         settings: Settings,
         metrics: Metrics,
-        lone: LoneCopy | None = None,
     ) -> None:
         self.card = card
         self.name = card.name
@@ -64,7 +63,7 @@ class LoadedModel:
         self.device = runtime.device
         self._saved = saved  # owns the variables the signatures read
         self._signatures = {name: saved.signatures[name] for name in served_signatures(card)}
-        self._lone = lone
+        self._lone: LoneCopy | None = None  # see _add_lone_copy
         # Milliseconds of a call alone on one core, once timed (see _add_lone_copy).
         self.one_core_ms: float | None = None
         self._runtime = runtime
@@ -124,10 +123,9 @@ class LoadedModel:
         process: 3.2 ms on two cores, 4.6 on one), but a light model's ops are too short to
         share: handing each one to the other core and waiting for it costs more than it saves
         (`gap`: 0.84 ms on two, 0.41 on one; a round trip between this VM's cores took 91-173
-        us, README).
-        So the smallest batch is timed on the eager signature (one core, configure_tensorflow)
-        and a call shorter than :data:`SPLIT_MIN_MS` gets a copy on one thread: still a
-        session, which skips the eager signature's argument handling.
+        us, README). So the smallest batch is timed on the eager signature (one core, see
+        configure_tensorflow), and a call shorter than :data:`SPLIT_MIN_MS` gets a copy on
+        one thread: still a session, which skips the eager signature's argument handling.
         """
         threads = self._runtime.lone_threads
         if threads > 1:
