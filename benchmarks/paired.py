@@ -56,8 +56,9 @@ def measure_paired(
     return [PairedRound(ceilings[i], run, ceilings[i + 1]) for i, run in enumerate(runs)]
 
 
-def median_ratio(rounds: list[PairedRound]) -> float:
-    return statistics.median(paired.ratio for paired in rounds)
+def median_ratio(rounds: list[dict[str, Any]]) -> float:
+    """The median ratio of rounds as the results' JSON holds them (:func:`as_dicts`)."""
+    return statistics.median(paired["ratio"] for paired in rounds)
 
 
 def as_dicts(rounds: list[PairedRound]) -> list[dict[str, Any]]:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import statistics
 from pathlib import Path
 from typing import Any
+
+from benchmarks.paired import median_ratio
 
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 
@@ -180,7 +181,7 @@ def _check(comparison: dict[str, Any], batch32: float, checks: list[str]) -> Non
         # Judged on the rounds paired with the ceiling (benchmarks/paired.py); the table's
         # ratio, against ceilings minutes away, is given beside it.
         ratios = [paired_round["ratio"] for paired_round in paired["rounds"]]
-        ratio = statistics.median(ratios)
+        ratio = median_ratio(paired["rounds"])
         table = f"; {top['throughput'] / batch32:.2f}x in the table" if top else ""
         checks.append(
             f"| `{variant}` c=64 >= {TARGETS[variant]}x ceiling | {ratio:.2f}x, the median of "

@@ -156,11 +156,8 @@ class LoadedModel:
     def _time_alone(self) -> float:
         """Median milliseconds of the smallest batch (what a call alone is padded to) of the
         classify signature, on the eager signatures' one core."""
-        signature = CLASSIFY if CLASSIFY in self._signatures else next(iter(self._signatures))
-        size = self.batch_sizes[0]
-        zeros = np.zeros((size, *self.card.input.shape), dtype=np.uint8)
-        inputs = {self.card.input.name: zeros, **warm_up_inputs(signature, size)}
-        return median_ms(lambda: self._call_eager(signature, inputs))
+        inputs = self._blank_inputs(CLASSIFY, self.batch_sizes[0])  # every model serves it
+        return median_ms(lambda: self._call_eager(CLASSIFY, inputs))
 
     def _drop_lone_copy(self) -> None:
         if self._lone is not None:
@@ -200,9 +197,8 @@ class LoadedModel:
         """Run every signature once per allowed batch size, on the eager signatures or on the
         lone copy: the first request is not slower."""
         for size in self.batch_sizes:
-            zeros = np.zeros((size, *self.card.input.shape), dtype=np.uint8)
             for signature in self._signatures:
-                inputs = {self.card.input.name: zeros, **warm_up_inputs(signature, size)}
+                inputs = self._blank_inputs(signature, size)
                 if eager:
                     outputs = self._call_eager(signature, inputs)
                 else:
@@ -210,6 +206,11 @@ class LoadedModel:
                     outputs = self._lone.run(signature, inputs)
                 if any(len(value) != size for value in outputs.values()):
                     raise ModelLoadError(f"{signature} returned the wrong batch size in warm-up")
+
+    def _blank_inputs(self, signature: str, size: int) -> dict[str, np.ndarray]:
+        """Inputs of ``size`` black images for ``signature``, its other inputs at defaults."""
+        zeros = np.zeros((size, *self.card.input.shape), dtype=np.uint8)
+        return {self.card.input.name: zeros, **warm_up_inputs(signature, size)}
 
     def start(self) -> None:
         """Create the batchers; call on the event loop."""

@@ -67,7 +67,7 @@ def test_each_run_sits_between_the_ceilings_measured_right_around_it(
         assert paired.ratio == paired.run["throughput"] / max(
             paired.ceiling_before, paired.ceiling_after
         )
-    assert median_ratio(rounds) == sum(r.ratio for r in rounds) / 2
+    assert median_ratio(as_dicts(rounds)) == sum(r.ratio for r in rounds) / 2
     with pytest.raises(ValueError, match="rounds must be at least 1"):
         measure_paired(in_process, load, rounds=0)
 
