@@ -47,7 +47,25 @@ def main(argv: list[str] | None = None) -> int:
         from service.supervisor import supervise
 
         return supervise(settings, args.host, args.port, workers)
+    if argv is None:  # this process's own command line, not a call from Python (tests)
+        _start_again_with_huge_pages(settings)
     return _serve_in_one_process(settings, args.host, args.port)
+
+
+def _start_again_with_huge_pages(settings: Settings) -> None:
+    """In one process, this process is the executor: with ``huge_pages`` it wants the heap in
+    transparent huge pages as the split's executor has it (see ``supervisor.executor_env``).
+    glibc reads its tunables only when a process starts, so the process starts again with
+    them, under the same pid, before it has loaded anything. A lone ``flatten`` request,
+    interleaved with the naive server, 600 rounds: +0.14 -> +0.06 ms."""
+    from service.supervisor import executor_env
+
+    environment = dict(os.environ)
+    wanted = executor_env(environment, settings)
+    if wanted != environment:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.execve(sys.executable, sys.orig_argv, wanted)
 
 
 def _serve_in_one_process(settings: Settings, host: str, port: int) -> int:

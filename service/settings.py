@@ -58,7 +58,8 @@ class Settings(BaseSettings):
     )
     huge_pages: bool = Field(
         True,
-        description="the executor's heap (the models' weights) in transparent huge pages, "
+        description="the executor's heap (the models' weights; with CONVBRIDGE_WORKERS=0 the one "
+        "process's) in transparent huge pages, "
         "through glibc's malloc.hugetlb tunable (kernels whose THP mode is madvise or always); "
         "a model that streams its weights per call then misses the TLB less",
     )
