@@ -44,7 +44,7 @@ PROTOCOL_LEVELS = [1, 32]
 SCALING_VARIANTS = ("gap",)
 PHOTO_SIZE = (640, 480)
 # A heavy model under saturating load computes more with one intra-op thread and two batches
-# at once (README, "Throughput"), and less at low concurrency: shown beside the defaults, for
+# at once (docs/throughput.md), and less at low concurrency: shown beside the defaults, for
 # the operator who tunes for it, and never counted for the targets.
 TUNED_VARIANTS = ("flatten",)
 

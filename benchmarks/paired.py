@@ -1,7 +1,7 @@
 """Throughput targets, paired: the server's run between two ceilings taken seconds around it.
 
 The targets are ratios of convbridge at c=64 to the in-process ceiling at batch 32, and this
-VM's speed drifts by 10-20% within one run (README, "Throughput"): the table's ceilings are
+VM's speed drifts by 10-20% within one run (docs/throughput.md): the table's ceilings are
 measured minutes apart, before and after every server, and one run saw `flatten`'s go from
 1,184 to 1,255 images/s between the two. Taking the faster of those keeps the table's ratios
 from flattering the server, but it also moves them with the drift by as much as the margins

@@ -123,8 +123,8 @@ class LoadedModel:
         process: 3.2 ms on two cores, 4.6 on one), but a light model's ops are too short to
         share: handing each one to the other core and waiting for it costs more than it saves
         (`gap`: 0.84 ms on two, 0.41 on one; a round trip between this VM's cores took 91-173
-        us, README). So the smallest batch is timed on the eager signature (one core, see
-        configure_tensorflow), and a call shorter than :data:`SPLIT_MIN_MS` gets a copy on
+        us, docs/throughput.md). So the smallest batch is timed on the eager signature (one
+        core, see configure_tensorflow), and a call shorter than :data:`SPLIT_MIN_MS` gets a copy on
         one thread: still a session, which skips the eager signature's argument handling.
         """
         threads = self._runtime.lone_threads

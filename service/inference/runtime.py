@@ -69,7 +69,7 @@ def configure_tensorflow(settings: Settings) -> Runtime:
     call that starts alone runs on the copy, whose ops use every core. An op split across
     cores waits for its slower part, and the front ends and the executor's loop take CPU from
     any of them at random; with one core per batch nothing waits, and the copy keeps a lone
-    request as fast as TensorFlow's default pools (README, "Throughput").
+    request as fast as TensorFlow's default pools (docs/throughput.md).
     """
     import tensorflow as tf
 
@@ -162,7 +162,7 @@ def _set_thread_spinning(spinning: bool) -> None:
     They spin by default, which suits a process that only runs TensorFlow. Here a front end
     and the executor's event loop share the cores with those threads, and their spinning took
     CPU both needed: off, `gap` at 64 connections serves about 10% more (0.202 -> 0.187 ms of
-    executor CPU a request) and a lone request is 0.1 ms faster (README, "Throughput").
+    executor CPU a request) and a lone request is 0.1 ms faster (docs/throughput.md).
     The switch is ConfigProto's, which TensorFlow's public API does not reach; it must be set
     before the eager context initialises, when it reads the config.
     """
