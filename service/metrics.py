@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import glob
 import os
 from collections.abc import Iterable
 
@@ -164,12 +165,28 @@ class _FrontEnds(Collector):
     none yet, so /metrics names them from the start as one process does."""
 
     def __init__(self, folder: str, families: list[Collector]) -> None:
-        self._files = MultiProcessCollector(None, path=folder)  # type: ignore[no-untyped-call]
+        self._folder = folder
         self._families = families
 
     def collect(self) -> Iterable[Metric]:
-        merged = list(self._files.collect())  # type: ignore[no-untyped-call]
+        merged = list(MultiProcessCollector.merge(_sized_files(self._folder)))  # type: ignore[no-untyped-call]
         seen = {family.name for family in merged}
         for collector in self._families:
             merged += [family for family in collector.collect() if family.name not in seen]
         return merged
+
+
+def _sized_files(folder: str) -> list[str]:
+    """The metric files of ``folder`` that have their size: a process creates its file empty
+    and only then sizes it (prometheus_client's MmapedDict), and an empty file is what
+    MultiProcessCollector cannot read (struct.error, so /metrics would answer 500 whenever it
+    reads the moment a front end counts its first request, or forever after one was killed in
+    between). A sized file is zeros or whole entries: its header is written after each entry."""
+    sized = []
+    for path in glob.glob(os.path.join(folder, "*.db")):
+        try:
+            if os.stat(path).st_size > 0:
+                sized.append(path)
+        except FileNotFoundError:  # a dead process's live gauge, removed since the glob
+            continue
+    return sized

@@ -48,7 +48,9 @@ def test_sigterm_finishes_in_flight_requests_and_exits_0(demo_repository, digits
     async def queued(client: httpx.AsyncClient) -> None:
         """Until the executor reports images waiting in flatten's queue (its own gauge)."""
         while True:
-            values = samples((await client.get("/metrics")).text)
+            page = await client.get("/metrics")
+            assert page.status_code == 200, page.text
+            values = samples(page.text)
             if value(values, "convbridge_queue_depth", model="flatten", version="1") > 0:
                 return
             await asyncio.sleep(0.005)  # the interval between two reads of the gauge
