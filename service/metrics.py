@@ -17,7 +17,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from prometheus_client.metrics_core import Metric
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
@@ -158,6 +158,29 @@ class Metrics:
 
     def count_request(self, model: str, endpoint: str, outcome: str, transport: str) -> None:
         self._outcome(model, endpoint, outcome, transport).inc()
+
+
+def executor_up(up: bool) -> bytes:
+    """The ``convbridge_executor_up`` gauge, in Prometheus' text format: 1 when the page holds
+    the executor's families (always, in one process), 0 while the executor is starting,
+    restarting or not answering, when a scrape still gets the front ends' metrics."""
+    family = GaugeMetricFamily(
+        f"{NAMESPACE}_executor_up",
+        "1 when the model executor answered this scrape; 0 while it is starting, restarting or "
+        "not answering (its families are then missing from the page).",
+        value=1.0 if up else 0.0,
+    )
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Families([family]))
+    return generate_latest(registry)
+
+
+class _Families(Collector):
+    def __init__(self, families: list[Metric]) -> None:
+        self._families = families
+
+    def collect(self) -> Iterable[Metric]:
+        return self._families
 
 
 class _FrontEnds(Collector):

@@ -26,12 +26,16 @@ from service.inference import ModelInfo, ModelNotReadyError, Readiness
 from service.inference.engine import STARTING
 from service.inference.errors import unknown_model, unknown_version
 from service.inference.status import ModelStatus
+from service.metrics import executor_up
 from service.settings import Settings
 
 if TYPE_CHECKING:
     from service.executor.lease import RemoteLease
 
 log = logging.getLogger("convbridge.frontend")
+# The executor answers metrics on its event loop within milliseconds, even under load;
+# Prometheus' scrape timeout is 10 s by default.
+METRICS_TIMEOUT_S = 3.0
 CONNECT_WAIT_S = 10.0
 GONE = "the model executor is not available (it is starting or restarting); retry shortly"
 
@@ -247,9 +251,15 @@ class RemoteEngine:
         return RemoteLease(self, name, version, signature)
 
     async def metrics_text(self) -> bytes:
-        """The executor's own metrics, in Prometheus' text format."""
-        _, data = await self._call({"op": "metrics"}, timeout=10)
-        return bytes(data)
+        """The executor's own metrics in Prometheus' text format, and ``executor_up``: while the
+        executor is gone, restarting or does not answer within METRICS_TIMEOUT_S, /metrics
+        still answers with the front ends' metrics (the 503s of a restart are counted there)."""
+        try:
+            _, data = await self._call({"op": "metrics"}, timeout=METRICS_TIMEOUT_S)
+        except (ModelNotReadyError, TimeoutError) as error:
+            log.warning("/metrics without the executor's metrics: %s", error)
+            return executor_up(False)
+        return bytes(data) + executor_up(True)
 
     def _check_serving(self) -> None:
         error = self.readiness().error

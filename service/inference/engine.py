@@ -20,7 +20,7 @@ from service.inference.errors import ModelNotReadyError
 from service.inference.model import LoadedModel
 from service.inference.runtime import Runtime
 from service.inference.status import ModelInfo, ModelStatus, Readiness, Result
-from service.metrics import Metrics
+from service.metrics import Metrics, executor_up
 from service.settings import Settings
 
 log = logging.getLogger("convbridge.engine")
@@ -111,8 +111,9 @@ class Engine:
         return Lease(self, name, version, signature)
 
     async def metrics_text(self) -> bytes:
-        """Metrics kept apart from the app's registry: none in one process."""
-        return b""
+        """Metrics kept apart from the app's registry: in one process, only that the executor
+        (this process) is up."""
+        return executor_up(True)
 
     def catalogue(self) -> ModelCatalogue:
         """The catalogue, or ModelNotReadyError while the service starts (or failed to)."""

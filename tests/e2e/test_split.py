@@ -167,6 +167,7 @@ def test_one_metrics_page_counts_every_front_end(split: ServerProcess, digits) -
     # The executor's own metrics are on the same page: every image went through a batch.
     assert rise("convbridge_batch_size_sum", model="gap", version="1") == count
     assert value(after, "convbridge_model_loaded", model="gap", version="1", device="/CPU:0") == 1
+    assert value(after, "convbridge_executor_up") == 1
 
 
 def test_each_models_lone_copy_is_sized_by_its_call_alone(server: ServerProcess, digits) -> None:
@@ -234,8 +235,19 @@ def test_a_killed_executor_is_replaced_and_no_request_hangs(split: ServerProcess
     )
     assert answer.status_code == 503 and answer.headers["retry-after"]
     assert "executor" in answer.json()["error"]
+    # /metrics still answers meanwhile, with the front ends' counts of the refusals.
+    page = httpx.get(split.url + "/metrics")
+    assert page.status_code == 200, page.text
+    down = samples(page.text)
+    assert value(down, "convbridge_executor_up") == 0
+    refused = {"model": "gap", "endpoint": "classify", "outcome": "unavailable", "protocol": "rest"}
+    assert value(down, "convbridge_requests_total", **refused) >= 1
+    assert value(down, "convbridge_model_loaded", model="gap", version="1", device="/CPU:0") == 0
     # ...which loads the model and takes traffic again.
     assert wait_for(lambda: ready(split) == 200, 120)
+    up = samples(httpx.get(split.url + "/metrics").text)
+    assert value(up, "convbridge_executor_up") == 1
+    assert value(up, "convbridge_model_loaded", model="gap", version="1", device="/CPU:0") == 1
     recovered = time.monotonic()
     assert wait_for(lambda: any(s == 200 and t > recovered for t, _, s in load.results), 10)
     load.stop()
