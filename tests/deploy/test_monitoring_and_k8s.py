@@ -36,7 +36,8 @@ def _promtool(*args: str) -> str:
 
 def test_promtool_accepts_the_config_and_rules() -> None:
     assert "SUCCESS" in _promtool("check", "config", str(DEPLOY / "prometheus" / "prometheus.yml"))
-    assert "7 rules found" in _promtool("check", "rules", str(DEPLOY / "prometheus" / "rules.yml"))
+    assert "8 rules found" in _promtool("check", "rules", str(DEPLOY / "prometheus" / "rules.yml"))
+    assert "SUCCESS" in _promtool("test", "rules", str(DEPLOY / "prometheus" / "rules_test.yml"))
 
 
 def dashboard_expressions() -> list[str]:
