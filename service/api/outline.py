@@ -277,9 +277,9 @@ def engine_errors(name: str, timeout_source: str = "") -> Iterator[None]:
     except QueueFullError as error:
         raise unavailable(f"model {name!r} is overloaded ({error}); retry shortly") from None
     except DeadlineExceededError as error:
+        source = f" ({timeout_source})" if timeout_source else ""
         raise timed_out(
-            f"model {name!r} did not answer within the request's deadline "
-            f"({timeout_source}): {error}"
+            f"model {name!r} did not answer within the request's deadline{source}: {error}"
         ) from None
     except BatchSizeMismatchError as error:
         raise ApiError(500, f"model {name!r} returned a malformed batch: {error}") from None

@@ -24,7 +24,7 @@ from service.executor.protocol import FrameProtocol, raise_error
 from service.executor.snapshot import Snapshot
 from service.inference import ModelInfo, ModelNotReadyError, Readiness
 from service.inference.engine import STARTING
-from service.inference.errors import unknown_model, unknown_version
+from service.inference.errors import DeadlineExceededError, unknown_model, unknown_version
 from service.inference.status import ModelStatus
 from service.metrics import executor_up
 from service.settings import Settings
@@ -241,8 +241,20 @@ class RemoteEngine:
         return card
 
     async def model(self, name: str, version: int | None = None) -> ModelInfo:
+        """The version that would serve a request; DeadlineExceededError (504) when the
+        executor does not answer within request_timeout_s (an older version it loads on
+        demand goes on loading there: a retry finds it)."""
         self.status(name, version)
-        reply, _ = await self._call({"op": "model", "model": name, "version": version})
+        timeout = self.settings.request_timeout_s
+        try:
+            reply, _ = await self._call(
+                {"op": "model", "model": name, "version": version}, timeout=timeout
+            )
+        except TimeoutError:
+            raise DeadlineExceededError(
+                f"the model executor did not answer within {timeout:g} s (request_timeout_s); "
+                "retry shortly"
+            ) from None
         return self._info(reply)
 
     def reserve(self, name: str, version: int | None, signature: str) -> RemoteLease:

@@ -261,6 +261,45 @@ def test_a_killed_executor_is_replaced_and_no_request_hangs(split: ServerProcess
     assert max(seconds for seconds, _ in during) < TIMEOUT_S
 
 
+def test_a_stopped_executor_costs_a_deadline_never_a_500(split: ServerProcess, digits) -> None:
+    """An executor that stops answering (SIGSTOP: hung, not gone): what needs it answers 504
+    within the request's deadline, /metrics 200 without it; all is well once it resumes."""
+    (executor,) = children(split, "service.executor")
+    png = digit_png(digits.test.images[0])
+    os.kill(executor, signal.SIGSTOP)
+    try:
+        with fresh_client(split) as client:
+            started = time.monotonic()
+            answers = {
+                path: client.get(path) for path in ("/v2/models/gap", "/v1/models/gap/metadata")
+            }
+            answers["classify"] = client.post(
+                "/models/gap/classify", content=png, headers={"Content-Type": "image/png"}
+            )
+            waited = time.monotonic() - started
+            page = client.get("/metrics")
+    finally:
+        os.kill(executor, signal.SIGCONT)
+    assert {key: answer.status_code for key, answer in answers.items()} == dict.fromkeys(
+        answers, 504
+    )
+    assert "request_timeout_s" in answers["/v2/models/gap"].json()["error"]
+    assert waited < 3 * TIMEOUT_S + 3  # each within its deadline, none for the old 60 s
+    assert page.status_code == 200, page.text
+    assert value(samples(page.text), "convbridge_executor_up") == 0
+    # Resumed, the same executor serves again (the supervisor had nothing to restart).
+    with fresh_client(split) as client:
+        assert client.get("/v2/models/gap").status_code == 200
+        assert (
+            client.post(
+                "/models/gap/classify", content=png, headers={"Content-Type": "image/png"}
+            ).status_code
+            == 200
+        )
+        assert value(samples(client.get("/metrics").text), "convbridge_executor_up") == 1
+    assert children(split, "service.executor") == [executor]
+
+
 def test_a_killed_front_end_is_replaced_while_the_other_serves(
     split: ServerProcess, digits
 ) -> None:
