@@ -11,7 +11,7 @@ from starlette.responses import Response
 from convbridge.card import ModelCard
 from convbridge.signatures import CLASSIFY
 from service.api.deps import ModelName, app_context, parse_version
-from service.api.openapi import KSERVE_INFER, PROTOCOL_ERRORS
+from service.api.openapi import KSERVE_INFER, LOOKUP_ERRORS, PROTOCOL_ERRORS, STARTING_ERRORS
 from service.api.outline import InferenceCall, engine_errors
 from service.api.schemas import ErrorBody
 from service.codecs import kserve
@@ -42,8 +42,10 @@ async def ready(request: Request) -> OrjsonResponse:
     return OrjsonResponse({"ready": is_ready}, status_code=200 if is_ready else 503)
 
 
-@router.get("/v2/models/{name}", summary="Model metadata")
-@router.get("/v2/models/{name}/versions/{version}", summary="Metadata of a version")
+@router.get("/v2/models/{name}", summary="Model metadata", responses=LOOKUP_ERRORS)
+@router.get(
+    "/v2/models/{name}/versions/{version}", summary="Metadata of a version", responses=LOOKUP_ERRORS
+)
 async def model_metadata(
     request: Request, name: ModelName, version: str | None = None
 ) -> OrjsonResponse:
@@ -55,8 +57,12 @@ async def model_metadata(
     return OrjsonResponse(kserve.model_metadata(model.card, versions))
 
 
-@router.get("/v2/models/{name}/ready", summary="Model readiness")
-@router.get("/v2/models/{name}/versions/{version}/ready", summary="Readiness of a version")
+@router.get("/v2/models/{name}/ready", summary="Model readiness", responses=STARTING_ERRORS)
+@router.get(
+    "/v2/models/{name}/versions/{version}/ready",
+    summary="Readiness of a version",
+    responses=STARTING_ERRORS,
+)
 async def model_ready(
     request: Request, name: ModelName, version: str | None = None
 ) -> OrjsonResponse:

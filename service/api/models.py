@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 
 from convbridge.signatures import EXPLAIN
 from service.api.deps import ModelName, Version, app_context
-from service.api.openapi import ERRORS
+from service.api.openapi import ERRORS, STARTING_ERRORS
 from service.api.outline import engine_errors
 from service.api.schemas import ModelDetail, ModelList
 from service.inference import ModelStatus, VersionStatus
@@ -18,7 +18,12 @@ from service.web.responses import OrjsonResponse
 router = APIRouter(tags=["native"])
 
 
-@router.get("/models", response_model=ModelList, summary="Every model, its versions and state")
+@router.get(
+    "/models",
+    response_model=ModelList,
+    responses=STARTING_ERRORS,
+    summary="Every model, its versions and state",
+)
 async def list_models(request: Request) -> OrjsonResponse:
     engine = app_context(request).engine
     with engine_errors(""):

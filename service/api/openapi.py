@@ -41,6 +41,11 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     504: {"model": ErrorBody, "description": "The request's deadline passed"},
 }
 
+# Routes that look a model up: 503 while the service starts or its executor restarts, and
+# (those that ask the executor) 504 when it does not answer within request_timeout_s.
+STARTING_ERRORS: dict[int | str, dict[str, Any]] = {503: ERRORS[503]}
+LOOKUP_ERRORS: dict[int | str, dict[str, Any]] = {503: ERRORS[503], 504: ERRORS[504]}
+
 # TF Serving and KServe say 400 (invalid argument) where the native API says 415 or 422.
 PROTOCOL_ERRORS: dict[int | str, dict[str, Any]] = {
     status: ERRORS[status] for status in (400, 404, 413, 503, 504)

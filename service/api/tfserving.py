@@ -12,7 +12,13 @@ from starlette.responses import Response
 from convbridge.card import ModelCard
 from convbridge.signatures import CLASS_INDEX, CLASSIFY, EXPLAIN
 from service.api.deps import ModelName, app_context, parse_version
-from service.api.openapi import PROTOCOL_ERRORS, TFSERVING_EXPLAIN, TFSERVING_PREDICT
+from service.api.openapi import (
+    LOOKUP_ERRORS,
+    PROTOCOL_ERRORS,
+    STARTING_ERRORS,
+    TFSERVING_EXPLAIN,
+    TFSERVING_PREDICT,
+)
 from service.api.outline import InferenceCall, engine_errors
 from service.api.schemas import ErrorBody
 from service.codecs import tfserving
@@ -26,8 +32,12 @@ router = APIRouter(
 )
 
 
-@router.get("/v1/models/{name}", summary="Version status of a model")
-@router.get("/v1/models/{name}/versions/{version}", summary="Status of one version")
+@router.get("/v1/models/{name}", summary="Version status of a model", responses=STARTING_ERRORS)
+@router.get(
+    "/v1/models/{name}/versions/{version}",
+    summary="Status of one version",
+    responses=STARTING_ERRORS,
+)
 async def status(request: Request, name: ModelName, version: str | None = None) -> OrjsonResponse:
     chosen = servable_versions(app_context(request).engine, name, parse_version(version))
     statuses = [tfserving.version_status(v.version, v.state.value, v.error) for v in chosen]
@@ -50,8 +60,12 @@ def servable_versions(engine: EngineLike, name: str, wanted: int | None) -> list
     return [v for v in reversed(model.versions) if wanted is None or v.version == wanted]
 
 
-@router.get("/v1/models/{name}/metadata", summary="Signature definitions")
-@router.get("/v1/models/{name}/versions/{version}/metadata", summary="Signatures of a version")
+@router.get("/v1/models/{name}/metadata", summary="Signature definitions", responses=LOOKUP_ERRORS)
+@router.get(
+    "/v1/models/{name}/versions/{version}/metadata",
+    summary="Signatures of a version",
+    responses=LOOKUP_ERRORS,
+)
 async def metadata(request: Request, name: ModelName, version: str | None = None) -> OrjsonResponse:
     with engine_errors(name):
         model = await app_context(request).engine.model(name, parse_version(version))
