@@ -73,6 +73,13 @@ class Settings(BaseSettings):
         description="HTTP front-end processes feeding one model executor; 0: everything in one "
         "process (for debugging); default: one per core",
     )
+    hang_timeout_s: float = Field(
+        30.0,
+        ge=2,
+        le=3600,
+        description="the supervisor kills and restarts a front end or the executor whose event "
+        "loop has not turned for this long (hung)",
+    )
     shm_bytes: int = Field(
         64 * 1024 * 1024,
         ge=1024 * 1024,

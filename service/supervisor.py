@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from service import heartbeat
 from service.settings import Settings
 
 log = logging.getLogger("convbridge.supervisor")
@@ -38,14 +39,19 @@ class Child:
     name: str
     command: list[str]
     env: dict[str, str]
+    heartbeat: Path  # written by its event loop (``--heartbeat``); see service/heartbeat.py
     process: subprocess.Popen[bytes] | None = None
     started: float = 0.0
     failures: int = 0
     restart_at: float = field(default=0.0)
 
     def start(self) -> None:
+        heartbeat.reset(self.heartbeat)
         self.process = subprocess.Popen(
-            self.command, env=self.env, start_new_session=True, preexec_fn=_die_with_parent
+            [*self.command, "--heartbeat", str(self.heartbeat)],
+            env=self.env,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
         self.started = time.monotonic()
         log.info("%s started (pid %d)", self.name, self.process.pid)
@@ -118,11 +124,16 @@ class _Supervisor:
             "executor",
             [*python, "service.executor", "--socket", str(self.socket_path)],
             executor_env(base, settings),
+            folder / "heartbeat-executor",
         )
         frontend = [*python, "service.frontend", "--host", host, "--port", str(port)]
         frontend += ["--socket", str(self.socket_path), "--arena", str(folder)]
         env = {**base, "PROMETHEUS_MULTIPROC_DIR": str(metrics)}
-        self.frontends = [Child(f"front end {i}", frontend, env) for i in range(workers)]
+        self.frontends = [
+            Child(f"front end {i}", frontend, env, folder / f"heartbeat-frontend-{i}")
+            for i in range(workers)
+        ]
+        self.hang_timeout_s = settings.hang_timeout_s
         self.stopping = False
         self.host, self.port = host, port
 
@@ -169,6 +180,7 @@ class _Supervisor:
     def _keep_alive(self, child: Child) -> None:
         code = child.exited()
         if code is None:
+            self._check_pulse(child)
             return
         now = time.monotonic()
         if child.restart_at == 0.0:
@@ -182,6 +194,22 @@ class _Supervisor:
         if now >= child.restart_at:
             child.restart_at = 0.0
             child.start()
+
+    def _check_pulse(self, child: Child) -> None:
+        """Kill a child whose event loop has stopped turning; it is then started again."""
+        quiet = heartbeat.silence(child.heartbeat)
+        if quiet is None or quiet <= self.hang_timeout_s:
+            return
+        pid = child.process.pid if child.process is not None else 0
+        log.error(
+            "%s (pid %d) has not turned its event loop for %.1f s (CONVBRIDGE_HANG_TIMEOUT_S): "
+            "killing it, to start it again",
+            child.name,
+            pid,
+            quiet,
+        )
+        heartbeat.reset(child.heartbeat)  # judged once
+        child.signal(signal.SIGKILL)
 
     def _forget_front_end(self, pid: int) -> None:
         """A dead front end's arena goes; its metrics files stay, so its counts still count."""

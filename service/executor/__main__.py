@@ -26,6 +26,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m service.executor", description=__doc__)
     parser.add_argument("--socket", type=Path, required=True, help="Unix socket to listen on")
+    parser.add_argument("--heartbeat", type=Path, help="file the supervisor watches for life")
     args = parser.parse_args(argv)
 
     from service.logs import configure_logging
@@ -45,17 +46,22 @@ def main(argv: list[str] | None = None) -> int:
 
     # This process's loop only routes messages to the batchers: they may compute on it.
     runtime = dataclasses.replace(runtime, dedicated_loop=True)
-    return uvloop.run(_serve(settings, runtime, args.socket))
+    return uvloop.run(_serve(settings, runtime, args.socket, args.heartbeat))
 
 
-async def _serve(settings: Settings, runtime: Runtime, socket_path: Path) -> int:
+async def _serve(
+    settings: Settings, runtime: Runtime, socket_path: Path, pulse: Path | None
+) -> int:
     from service.executor.server import ExecutorServer
+    from service.heartbeat import Heartbeat
     from service.inference import Engine
     from service.metrics import Metrics
 
     engine = Engine(settings, Metrics(http=False), runtime)
     server = ExecutorServer(engine, socket_path)
     await server.start()
+    if pulse is not None:
+        Heartbeat(pulse).start()
     starting = asyncio.create_task(engine.start(), name="load-models")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

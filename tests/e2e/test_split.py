@@ -300,6 +300,45 @@ def test_a_stopped_executor_costs_a_deadline_never_a_500(split: ServerProcess, d
     assert children(split, "service.executor") == [executor]
 
 
+def test_a_hung_child_is_killed_and_started_again(gap_repository: Path, tmp_path: Path, digits):
+    """A front end or an executor whose event loop stops turning (SIGSTOP stands for a
+    deadlock) is killed by the supervisor after CONVBRIDGE_HANG_TIMEOUT_S, then started again
+    as if it had died; then every request is served."""
+    server = start_server(
+        gap_repository,
+        tmp_path / "server.log",
+        CONVBRIDGE_WORKERS="2",
+        CONVBRIDGE_HANG_TIMEOUT_S="4",
+        CONVBRIDGE_REQUEST_TIMEOUT_S=str(TIMEOUT_S),
+    )
+    try:
+        server.wait_ready()
+        assert wait_for(lambda: len(children(server, "service.frontend")) == 2, 30)
+        for module in ("service.frontend", "service.executor"):
+            hung = children(server, module)[0]
+            os.kill(hung, signal.SIGSTOP)
+            time.sleep(1.0)  # well within the limit: still there
+            assert hung in children(server, module)
+            assert wait_for(
+                lambda m=module, h=hung: h not in children(server, m) and children(server, m), 30
+            ), module
+        assert wait_for(lambda: ready(server) == 200, 120)
+        assert wait_for(lambda: len(children(server, "service.frontend")) == 2, 30)
+        png = digit_png(digits.test.images[0])
+        with fresh_client(server) as client:
+            statuses = Counter(
+                client.post(
+                    "/models/gap/classify", content=png, headers={"Content-Type": "image/png"}
+                ).status_code
+                for _ in range(12)
+            )
+        assert statuses == {200: 12}
+        log = (tmp_path / "server.log").read_text()
+        assert log.count("has not turned its event loop") == 2, log[-3000:]
+    finally:
+        server.stop()
+
+
 def test_a_killed_front_end_is_replaced_while_the_other_serves(
     split: ServerProcess, digits
 ) -> None:
