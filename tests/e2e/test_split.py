@@ -35,6 +35,8 @@ def split(gap_repository: Path, tmp_path: Path):
         tmp_path / "server.log",
         CONVBRIDGE_WORKERS="2",
         CONVBRIDGE_REQUEST_TIMEOUT_S=str(TIMEOUT_S),
+        # the stopped-executor test holds it stopped for about 20 s: not a hang to end here
+        CONVBRIDGE_HANG_TIMEOUT_S="120",
     )
     try:
         server.wait_ready()
