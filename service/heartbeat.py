@@ -23,7 +23,6 @@ class Heartbeat:
 
     def __init__(self, path: Path) -> None:
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
-        self._timer: asyncio.TimerHandle | None = None
 
     def start(self) -> None:
         """Beat now and every INTERVAL_S on the running loop."""
@@ -31,11 +30,7 @@ class Heartbeat:
 
     def _beat(self) -> None:
         os.pwrite(self._fd, _STAMP.pack(time.monotonic()), 0)
-        self._timer = asyncio.get_running_loop().call_later(INTERVAL_S, self._beat)
-
-    def stop(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
+        asyncio.get_running_loop().call_later(INTERVAL_S, self._beat)
 
 
 def reset(path: Path) -> None:
