@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import functools
 import glob
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 from prometheus_client import (
     GC_COLLECTOR,
@@ -18,6 +20,7 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.mmap_dict import MmapedDict, mmap_key
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
@@ -192,7 +195,9 @@ class _FrontEnds(Collector):
         self._families = families
 
     def collect(self) -> Iterable[Metric]:
-        merged = list(MultiProcessCollector.merge(_sized_files(self._folder)))  # type: ignore[no-untyped-call]
+        with _folder_lock(self._folder, fcntl.LOCK_SH):  # no archiving half done (below)
+            files = _sized_files(self._folder)
+            merged = list(MultiProcessCollector.merge(files))  # type: ignore[no-untyped-call]
         seen = {family.name for family in merged}
         for collector in self._families:
             merged += [family for family in collector.collect() if family.name not in seen]
@@ -205,11 +210,59 @@ def _sized_files(folder: str) -> list[str]:
     MultiProcessCollector cannot read (struct.error, so /metrics would answer 500 whenever it
     reads the moment a front end counts its first request, or forever after one was killed in
     between). A sized file is zeros or whole entries: its header is written after each entry."""
-    sized = []
-    for path in glob.glob(os.path.join(folder, "*.db")):
-        try:
-            if os.stat(path).st_size > 0:
-                sized.append(path)
-        except FileNotFoundError:  # a dead process's live gauge, removed since the glob
-            continue
-    return sized
+    return [path for path in glob.glob(os.path.join(folder, "*.db")) if _sized(path)]
+
+
+# The counts of front ends that died, folded into one file per type (the reader takes the
+# type from the name's first part; counters and histograms do not use the rest).
+ARCHIVE = "archive"
+
+
+def archive_dead(folder: str, pid: int) -> None:
+    """Fold a dead front end's counter and histogram files into the folder's archive files,
+    so that its counts still count and a front end that keeps dying does not leave two files
+    (128 KiB of shared memory, read by every scrape) per death. Under the folder's lock, so a
+    scrape never sees a count twice or not at all."""
+    with _folder_lock(folder, fcntl.LOCK_EX):
+        for kind in ("counter", "histogram"):
+            dead = os.path.join(folder, f"{kind}_{pid}.db")
+            if not os.path.exists(dead):
+                continue
+            archive = os.path.join(folder, f"{kind}_{ARCHIVE}.db")
+            sources = [path for path in (archive, dead) if _sized(path)]
+            # accumulate=False: the counts as stored (histogram buckets not yet cumulative)
+            families = MultiProcessCollector.merge(sources, accumulate=False)  # type: ignore[no-untyped-call]
+            fresh = archive + ".new"  # not *.db: no reader looks at it
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(fresh)
+            written = MmapedDict(fresh)  # type: ignore[no-untyped-call]
+            for family in families:
+                for sample in family.samples:
+                    key = mmap_key(
+                        family.name,
+                        sample.name,
+                        list(sample.labels),
+                        list(sample.labels.values()),
+                        family.documentation,
+                    )
+                    written.write_value(key, sample.value, 0.0)  # type: ignore[no-untyped-call]
+            written.close()  # type: ignore[no-untyped-call]
+            os.replace(fresh, archive)
+            os.unlink(dead)
+
+
+@contextlib.contextmanager
+def _folder_lock(folder: str, operation: int) -> Iterator[None]:
+    fd = os.open(os.path.join(folder, ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, operation)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _sized(path: str) -> bool:
+    try:
+        return os.stat(path).st_size > 0
+    except FileNotFoundError:  # a dead process's live gauge, removed since the glob
+        return False

@@ -212,11 +212,17 @@ class _Supervisor:
         child.signal(signal.SIGKILL)
 
     def _forget_front_end(self, pid: int) -> None:
-        """A dead front end's arena goes; its metrics files stay, so its counts still count."""
+        """A dead front end's arena goes; its counts join the archive, so they still count."""
         from prometheus_client import multiprocess
+
+        from service.metrics import archive_dead
 
         (self.folder / f"arena-{pid}").unlink(missing_ok=True)
         multiprocess.mark_process_dead(pid, str(self.metrics))  # type: ignore[no-untyped-call]
+        try:
+            archive_dead(str(self.metrics), pid)
+        except Exception:  # its files then stay where they are, and still count
+            log.exception("archiving the metrics of front end %d failed", pid)
 
     def _stop(self, signum: int, _: object) -> None:
         self.stopping = True

@@ -364,6 +364,20 @@ def test_a_killed_front_end_is_replaced_while_the_other_serves(
     load.stop()
     assert replaced
     assert not (folder / f"arena-{front_ends[0]}").exists()  # its shared memory went with it
+    # Its metrics files were folded into the archive: each answer received is still counted.
+    metrics = folder / "metrics"
+    assert not list(metrics.glob(f"*_{front_ends[0]}.db"))
+    assert (metrics / "counter_archive.db").exists()
+    answered = sum(status == 200 for _, _, status in load.results)
+    counted = value(
+        samples(httpx.get(split.url + "/metrics").text),
+        "convbridge_requests_total",
+        model="gap",
+        endpoint="classify",
+        outcome="ok",
+        protocol="rest",
+    )
+    assert counted >= answered > 0
     after = [status for sent, _, status in load.results if sent > killed + 0.5]
     # New connections go to the front end that lives: every one of them is served.
     assert after and set(after) == {200}, Counter(after)
