@@ -163,6 +163,7 @@ class Metrics:
         self._outcome(model, endpoint, outcome, transport).inc()
 
 
+@functools.cache  # two possible pages, rendered once each rather than on every scrape
 def executor_up(up: bool) -> bytes:
     """The ``convbridge_executor_up`` gauge, in Prometheus' text format: 1 when the page holds
     the executor's families (always, in one process), 0 while the executor is starting,
@@ -264,5 +265,5 @@ def _folder_lock(folder: str, operation: int) -> Iterator[None]:
 def _sized(path: str) -> bool:
     try:
         return os.stat(path).st_size > 0
-    except FileNotFoundError:  # a dead process's live gauge, removed since the glob
+    except FileNotFoundError:  # no archive yet, or a dead process's live gauge removed since
         return False
