@@ -282,18 +282,19 @@ def measure_paired_rounds(
 def measure_lone_requests(
     servers: dict[str, tuple[ServerProcess, str]], body: bytes
 ) -> dict[str, Any]:
-    """The naive server and every convbridge, all up at once, one request each in turn."""
+    """The naive server and every convbridge, all up at once, each answering turns of requests."""
     taking_part = {
         name: entry for name, entry in servers.items() if name == "naive" or "convbridge" in name
     }
     for server, _ in taking_part.values():
         server.wait_ready()
-    print("lone requests, interleaved between the naive server and convbridge:", flush=True)
+    print("lone requests, turns interleaved between the naive server and convbridge:", flush=True)
     results = {name: asdict(result) for name, result in measure_lone(taking_part, body).items()}
     for name, result in results.items():
         print(
             f"  {name:<28} p50 {result['p50_ms']:6.2f} ms  p99 {result['p99_ms']:6.2f} ms  "
-            f"vs naive {result['vs_naive_ms']:+.2f} ms",
+            f"vs naive {result['vs_naive_ms']:+.2f} ms  "
+            f"(first of a turn {result['cold_p50_ms']:6.2f} ms, {result['cold_vs_naive_ms']:+.2f})",
             flush=True,
         )
     return results
