@@ -26,12 +26,20 @@ Call = Callable[..., list[np.ndarray]]
 
 class LoneCopy:
     """The signatures of the SavedModel at ``path``, in a session with ``threads`` intra-op
-    threads; :meth:`run` takes and returns numpy arrays by the signatures' own names."""
+    threads; :meth:`run` takes and returns numpy arrays by the signatures' own names.
+
+    Each signature is called through a callable the session compiles once
+    (``CallableOptions``: its feeds and fetches by name), as Keras' TF1 backend did. A
+    ``Session.make_callable`` with feeds goes through ``Session.run`` on every call, which
+    builds a fetch handler and checks and converts each feed in Python: 0.11 ms of CPU a call
+    on `gap` and 0.25 ms of wall on `flatten`, batch 1, in process.
+    """
 
     def __init__(
         self, path: Path, signatures: tuple[str, ...], threads: int, spinning: bool
     ) -> None:
         import tensorflow as tf
+        from tensorflow.core.protobuf.config_pb2 import CallableOptions
 
         self.threads = threads
         config = tf.compat.v1.ConfigProto(
@@ -42,23 +50,32 @@ class LoneCopy:
         self._session = tf.compat.v1.Session(graph=graph, config=config)
         with graph.as_default():
             meta = tf.compat.v1.saved_model.load(self._session, [tf.saved_model.SERVING], str(path))
-        self._calls: dict[str, tuple[list[str], list[str], Call]] = {}
+        self._calls: dict[str, tuple[list[tuple[str, np.dtype[Any]]], list[str], Call]] = {}
         for name in signatures:
             definition: Any = meta.signature_def[name]
             inputs, outputs = sorted(definition.inputs), sorted(definition.outputs)
-            call = self._session.make_callable(
-                [definition.outputs[key].name for key in outputs],
-                [definition.inputs[key].name for key in inputs],
+            options = CallableOptions(
+                feed=[definition.inputs[key].name for key in inputs],
+                fetch=[definition.outputs[key].name for key in outputs],
             )
-            self._calls[name] = (inputs, outputs, call)
+            # The session's own compiled-callable API (TF_SessionMakeCallable); the public
+            # make_callable only uses it for calls without feeds.
+            call = self._session._make_callable_from_options(options)
+            # Feeds must come in the graph's own dtypes (Session.run converted them).
+            dtypes = [tf.as_dtype(definition.inputs[key].dtype).as_numpy_dtype for key in inputs]
+            self._calls[name] = ([*zip(inputs, map(np.dtype, dtypes), strict=True)], outputs, call)
 
     def run(self, signature: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """One call of ``signature``; blocking, on the calling thread and the copy's pool."""
-        names, outputs, call = self._calls[signature]
-        return dict(zip(outputs, call(*(inputs[name] for name in names)), strict=True))
+        if not self._calls:
+            raise RuntimeError("the lone copy is closed")
+        feeds, outputs, call = self._calls[signature]
+        arrays = [np.asarray(inputs[name], dtype) for name, dtype in feeds]
+        return dict(zip(outputs, call(*arrays), strict=True))
 
     def close(self) -> None:
         """Free the session and its weights; the copy is unusable afterwards."""
+        self._calls.clear()  # each callable is released with the session's handle still open
         self._session.close()
 
 

@@ -49,6 +49,28 @@ def test_the_lone_copy_answers_like_the_eager_signatures(demo_repository, varian
         copy.run(signatures[0], {card.input.name: images})
 
 
+def test_the_lone_copy_converts_feeds_to_the_graphs_dtypes(demo_repository) -> None:
+    """Its compiled callables take the graph's dtypes only; run converts as Session.run did
+    (a class index as int64, images as int32 values in range)."""
+    path = demo_repository / "flatten" / "1"
+    card = read_card(path)
+    copy = LoneCopy(path, served_signatures(card), threads=1, spinning=False)
+    try:
+        images = np.random.default_rng(5).integers(0, 256, (2, *card.input.shape), np.uint8)
+        exact = copy.run(
+            EXPLAIN, {card.input.name: images, CLASS_INDEX: np.array([3, -1], np.int32)}
+        )
+        wide = copy.run(
+            EXPLAIN,
+            {card.input.name: images.astype(np.int32), CLASS_INDEX: np.array([3, -1], np.int64)},
+        )
+    finally:
+        copy.close()
+    assert set(wide) == set(exact)
+    for name, value in exact.items():
+        np.testing.assert_array_equal(wide[name], value)
+
+
 def test_a_call_is_alone_only_while_no_other_is_under_way() -> None:
     calls = CallCount()
     inside, leave = threading.Event(), threading.Event()
