@@ -6,9 +6,10 @@ ends take CPU from any core at random), and every core for a request that arrive
 core makes a lone `flatten` call 1.7 times slower). The eager signatures run the batches on a
 one-thread pool; this copy, a TF1 session with its own pool (TF_OVERRIDE_GLOBAL_THREADPOOL,
 set by :func:`~service.inference.runtime.configure_tensorflow`), runs the calls that find no
-other under way. It costs a second copy of the weights. A session call also skips the eager
-signature's argument handling: a lone `gap` request is 0.15 ms faster through it. A light model's
-ops are too short to share between cores: its copy gets one thread (LoadedModel._add_lone_copy).
+other under way. It costs a second copy of the weights. Its calls, compiled once by the
+session, also skip the eager signature's argument handling and Session.run's (see LoneCopy). A
+light model's ops are too short to share between cores: its copy gets one thread
+(LoadedModel._add_lone_copy).
 """
 
 from __future__ import annotations
