@@ -11,7 +11,6 @@ The first request of a turn comes right after the other servers' turns: their mo
 their Python have swept the caches, which no single server does to itself, and how much
 depends on which servers take part. It is timed apart (``cold``); the c=1 target is judged on
 the rest of the turn, the requests that follow one another as they do from a client at c=1.
-Two copies of the same server measured this way differ by about 0.01 ms.
 """
 
 from __future__ import annotations
