@@ -63,8 +63,11 @@ class LoneCopy:
             # make_callable only uses it for calls without feeds.
             call = self._session._make_callable_from_options(options)
             # Feeds must come in the graph's own dtypes (Session.run converted them).
-            dtypes = [tf.as_dtype(definition.inputs[key].dtype).as_numpy_dtype for key in inputs]
-            self._calls[name] = ([*zip(inputs, map(np.dtype, dtypes), strict=True)], outputs, call)
+            feeds = [
+                (key, np.dtype(tf.as_dtype(definition.inputs[key].dtype).as_numpy_dtype))
+                for key in inputs
+            ]
+            self._calls[name] = (feeds, outputs, call)
 
     def run(self, signature: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """One call of ``signature``; blocking, on the calling thread and the copy's pool."""
