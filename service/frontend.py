@@ -36,6 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--socket", type=Path, required=True, help="the executor's socket")
     parser.add_argument("--arena", type=Path, help="folder for the shared-memory arena")
     parser.add_argument("--heartbeat", type=Path, help="file the supervisor watches for life")
+    parser.add_argument(
+        "--executor-heartbeat", type=Path, help="the executor's: not ready while it is silent"
+    )
     args = parser.parse_args(argv)
 
     import uvicorn
@@ -49,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
 
     settings = Settings()
     configure_logging(settings.log_format, settings.log_level)
-    engine = RemoteEngine(settings, args.socket, args.arena)
+    engine = RemoteEngine(settings, args.socket, args.arena, args.executor_heartbeat)
     grpc = (args.host, settings.grpc_port) if settings.grpc_port else None
     app = create_app(settings, Metrics(process=False), engine=engine, grpc_address=grpc)
     sock = listening_socket(args.host, args.port)

@@ -4,6 +4,9 @@ SIGSTOP) so that it is started again, as if it had died.
 
 Without it a hung executor left every request to wait for its deadline while /readyz stayed
 green, and a hung front end kept its share of the port's new connections waiting for ever.
+The front ends read the executor's beats too (:class:`Watch`): after :data:`STALE_S` without
+one they say they are not ready and refuse new requests with 503 at once, long before the
+supervisor's CONVBRIDGE_HANG_TIMEOUT_S ends the executor.
 """
 
 from __future__ import annotations
@@ -12,9 +15,13 @@ import asyncio
 import os
 import struct
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 INTERVAL_S = 1.0
+# Three beats missed: the executor's loop has stopped turning (its own work never holds it for
+# more than milliseconds; a model call alone on it is at most Batcher.INLINE_LIMIT).
+STALE_S = 3 * INTERVAL_S
 _STAMP = struct.Struct("d")
 
 
@@ -48,3 +55,25 @@ def silence(path: Path) -> float | None:
         return None
     (stamp,) = _STAMP.unpack_from(data)
     return time.monotonic() - float(stamp)
+
+
+class Watch:
+    """Another process's beats in ``path``, read every half beat on the running loop.
+
+    :attr:`stale` is how long it has been silent once that is over :data:`STALE_S`, else None
+    (also before its first beat: a process just started is not judged).
+    """
+
+    def __init__(self, path: Path, on_change: Callable[[float | None], None]) -> None:
+        self.path = path
+        self.stale: float | None = None
+        self._on_change = on_change  # called with the new value of ``stale`` when it flips
+
+    async def run(self) -> None:
+        while True:
+            quiet = silence(self.path)
+            stale = quiet if quiet is not None and quiet > STALE_S else None
+            if (stale is None) != (self.stale is None):
+                self._on_change(stale)
+            self.stale = stale
+            await asyncio.sleep(INTERVAL_S / 2)

@@ -128,6 +128,7 @@ class _Supervisor:
         )
         frontend = [*python, "service.frontend", "--host", host, "--port", str(port)]
         frontend += ["--socket", str(self.socket_path), "--arena", str(folder)]
+        frontend += ["--executor-heartbeat", str(self.executor.heartbeat)]
         env = {**base, "PROMETHEUS_MULTIPROC_DIR": str(metrics)}
         self.frontends = [
             Child(f"front end {i}", frontend, env, folder / f"heartbeat-frontend-{i}")

@@ -3,7 +3,10 @@
 Routers cannot tell the two apart. Statuses, readiness and full queues come from what the
 executor pushes on every change, so they cost no round trip; a request costs one. When the
 executor is gone, everything under way fails at once with ModelNotReadyError (503 with
-Retry-After) and the client reconnects in the background.
+Retry-After) and the client reconnects in the background. When it is there but hung (its
+heartbeat silent for heartbeat.STALE_S), new requests and readiness get the same 503 at once;
+requests already sent wait for their answer or their deadline, since the executor may still
+write their outputs into their arena blocks until then.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from service.executor.arena import Arena
 from service.executor.gathering import Gatherer
 from service.executor.protocol import FrameProtocol, raise_error
 from service.executor.snapshot import Snapshot
+from service.heartbeat import Watch
 from service.inference import ModelInfo, ModelNotReadyError, Readiness
 from service.inference.engine import STARTING
 from service.inference.errors import DeadlineExceededError, unknown_model, unknown_version
@@ -38,6 +42,10 @@ log = logging.getLogger("convbridge.frontend")
 METRICS_TIMEOUT_S = 3.0
 CONNECT_WAIT_S = 10.0
 GONE = "the model executor is not available (it is starting or restarting); retry shortly"
+HUNG = (
+    "the model executor has not turned its event loop for {seconds:.0f} s (it is hung; the "
+    "supervisor restarts it after CONVBRIDGE_HANG_TIMEOUT_S); retry shortly"
+)
 
 Reply = tuple[dict[str, Any], memoryview]
 # Called once per request: with its reply, or with the error that ended the wait for it.
@@ -47,7 +55,14 @@ OnReply = Callable[[Reply | BaseException], None]
 class RemoteEngine:
     """A connection to the executor, kept open (and re-opened) for the front end's lifetime."""
 
-    def __init__(self, settings: Settings, socket_path: Path, arena_folder: Path | None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        socket_path: Path,
+        arena_folder: Path | None,
+        executor_pulse: Path | None = None,
+    ) -> None:
+        """``executor_pulse``: the executor's heartbeat file, watched for a hung executor."""
         self.settings = settings
         self.socket_path = socket_path
         self.arena = Arena(arena_folder, settings.shm_bytes) if arena_folder else None
@@ -65,12 +80,16 @@ class RemoteEngine:
         self._pending: dict[int, tuple[OnReply, asyncio.TimerHandle]] = {}
         self._ids = itertools.count(1)
         self._connector: asyncio.Task[None] | None = None
+        self._watch = Watch(executor_pulse, _report_stale) if executor_pulse else None
+        self._watching: asyncio.Task[None] | None = None
         self._lost: asyncio.Event | None = None
         self._connected = asyncio.Event()
 
     async def start(self) -> None:
         """Connect to the executor, and stay connected (reconnecting) in the background."""
         self._connector = asyncio.create_task(self._stay_connected(), name="executor")
+        if self._watch is not None:
+            self._watching = asyncio.create_task(self._watch.run(), name="executor-pulse")
 
     async def attached(self) -> None:
         """Wait (a little) for the executor's first snapshot.
@@ -84,8 +103,9 @@ class RemoteEngine:
             await asyncio.wait_for(self._connected.wait(), CONNECT_WAIT_S)
 
     async def close(self) -> None:
-        if self._connector is not None:
-            self._connector.cancel()
+        for task in (self._connector, self._watching):
+            if task is not None:
+                task.cancel()
         if self._protocol is not None and self._protocol.transport is not None:
             self._protocol.transport.close()
         if self.arena is not None:
@@ -208,6 +228,9 @@ class RemoteEngine:
     def readiness(self) -> Readiness:
         if self._protocol is None:
             return Readiness(False, {}, GONE)
+        stale = self._watch.stale if self._watch is not None else None
+        if stale is not None:
+            return Readiness(False, {}, HUNG.format(seconds=stale))
         return self.snapshot.readiness
 
     def knows(self, name: str) -> bool:
@@ -265,7 +288,10 @@ class RemoteEngine:
     async def metrics_text(self) -> bytes:
         """The executor's own metrics in Prometheus' text format, and ``executor_up``: while the
         executor is gone, restarting or does not answer within METRICS_TIMEOUT_S, /metrics
-        still answers with the front ends' metrics (the 503s of a restart are counted there)."""
+        still answers with the front ends' metrics (the 503s of a restart are counted there).
+        A hung executor is not asked."""
+        if self._watch is not None and self._watch.stale is not None:
+            return executor_up(False)
         try:
             _, data = await self._call({"op": "metrics"}, timeout=METRICS_TIMEOUT_S)
         except (ModelNotReadyError, TimeoutError) as error:
@@ -284,3 +310,10 @@ class RemoteEngine:
         if card is None:
             raise ModelNotReadyError(f"model {name!r} version {version}: no card received")
         return ModelInfo(name, version, device, card)
+
+
+def _report_stale(stale: float | None) -> None:
+    if stale is not None:
+        log.warning("the model executor's heartbeat stopped %.1f s ago: refusing requests", stale)
+    else:
+        log.info("the model executor's heartbeat is back: serving")

@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from benchmarks.servers import ServerProcess, process_tree
+from service.heartbeat import STALE_S
 from tests.conftest import start_server
 from tests.images import digit_png
 from tests.metrics import samples, value
@@ -263,41 +264,66 @@ def test_a_killed_executor_is_replaced_and_no_request_hangs(split: ServerProcess
     assert max(seconds for seconds, _ in during) < TIMEOUT_S
 
 
-def test_a_stopped_executor_costs_a_deadline_never_a_500(split: ServerProcess, digits) -> None:
-    """An executor that stops answering (SIGSTOP: hung, not gone): what needs it answers 504
-    within the request's deadline, /metrics 200 without it; all is well once it resumes."""
+def test_a_stopped_executor_costs_a_deadline_then_503s_at_once(
+    split: ServerProcess, digits
+) -> None:
+    """An executor that stops answering (SIGSTOP: hung, not gone). What was sent to it waits
+    for its deadline (504, never a 500); once its heartbeat has been silent for STALE_S the
+    front ends say they are not ready, refuse new requests with 503 and Retry-After at once,
+    and /metrics answers without asking it. All is well once it resumes."""
     (executor,) = children(split, "service.executor")
     png = digit_png(digits.test.images[0])
+
+    def classify(client: httpx.Client) -> httpx.Response:
+        return client.post(
+            "/models/gap/classify", content=png, headers={"Content-Type": "image/png"}
+        )
+
     os.kill(executor, signal.SIGSTOP)
     try:
-        with fresh_client(split) as client:
+        with fresh_client(split) as client, ThreadPoolExecutor(2) as pool:
             started = time.monotonic()
-            answers = {
-                path: client.get(path) for path in ("/v2/models/gap", "/v1/models/gap/metadata")
+            in_flight = {  # sent before the front ends could tell: they wait for the deadline
+                "classify": pool.submit(classify, client),
+                "/v2/models/gap": pool.submit(client.get, "/v2/models/gap"),
             }
-            answers["classify"] = client.post(
-                "/models/gap/classify", content=png, headers={"Content-Type": "image/png"}
-            )
-            waited = time.monotonic() - started
+            waited = {key: future.result() for key, future in in_flight.items()}
+            waited_s = time.monotonic() - started
+            assert waited_s > STALE_S  # the front ends know by now
+            refused, refused_s = {}, []
+            for key, call in (
+                ("/readyz", lambda: client.get("/readyz")),
+                ("/v2/models/gap", lambda: client.get("/v2/models/gap")),
+                ("classify", lambda: classify(client)),
+            ):
+                sent = time.monotonic()
+                refused[key] = call()
+                refused_s.append(time.monotonic() - sent)
+            sent = time.monotonic()
             page = client.get("/metrics")
+            metrics_s = time.monotonic() - sent
     finally:
         os.kill(executor, signal.SIGCONT)
-    assert {key: answer.status_code for key, answer in answers.items()} == dict.fromkeys(
-        answers, 504
+    assert {key: answer.status_code for key, answer in waited.items()} == dict.fromkeys(
+        waited, 504
     )
-    assert "request_timeout_s" in answers["/v2/models/gap"].json()["error"]
-    assert waited < 3 * TIMEOUT_S + 3  # each within its deadline, none for the old 60 s
+    assert "request_timeout_s" in waited["/v2/models/gap"].json()["error"]
+    assert waited_s < 2 * TIMEOUT_S + 3  # within their deadline, none for the old 60 s
+    assert {key: answer.status_code for key, answer in refused.items()} == dict.fromkeys(
+        refused, 503
+    )
+    for answer in refused.values():
+        assert "has not turned its event loop" in answer.text, answer.text
+    assert all(answer.headers["Retry-After"].isdigit() for answer in refused.values())
+    assert max(refused_s) < 1.0, refused_s  # at once, not at a deadline
     assert page.status_code == 200, page.text
     assert value(samples(page.text), "convbridge_executor_up") == 0
+    assert metrics_s < 1.0  # the hung executor was not asked (that waits 3 s)
     # Resumed, the same executor serves again (the supervisor had nothing to restart).
+    assert wait_for(lambda: ready(split) == 200, 5)
     with fresh_client(split) as client:
         assert client.get("/v2/models/gap").status_code == 200
-        assert (
-            client.post(
-                "/models/gap/classify", content=png, headers={"Content-Type": "image/png"}
-            ).status_code
-            == 200
-        )
+        assert classify(client).status_code == 200
         assert value(samples(client.get("/metrics").text), "convbridge_executor_up") == 1
     assert children(split, "service.executor") == [executor]
 
