@@ -1,0 +1,55 @@
+"""The heartbeat file: a process's beats, the supervisor's silence and a front end's watch."""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+import time
+from pathlib import Path
+
+from service import heartbeat
+
+
+def _beat_at(path: Path, stamp: float) -> None:
+    path.write_bytes(struct.pack("d", stamp))
+
+
+def test_silence_is_unknown_before_the_first_beat(tmp_path: Path) -> None:
+    path = tmp_path / "pulse"
+    assert heartbeat.silence(path) is None  # no file yet
+    heartbeat.reset(path)
+    assert heartbeat.silence(path) is None  # a child just (re)started
+    _beat_at(path, time.monotonic() - 7.0)
+    quiet = heartbeat.silence(path)
+    assert quiet is not None and 7.0 <= quiet < 8.0
+
+
+def test_a_watch_turns_stale_after_missed_beats_and_back_with_the_next(tmp_path: Path) -> None:
+    path = tmp_path / "pulse"
+    heartbeat.reset(path)
+    changes: list[float | None] = []
+    watch = heartbeat.Watch(path, changes.append)
+
+    async def scenario() -> list[float | None]:
+        task = asyncio.create_task(watch.run())
+        seen = []
+        await asyncio.sleep(0.05)
+        seen.append(watch.stale)  # not judged before the first beat
+        _beat_at(path, time.monotonic() - heartbeat.STALE_S + 1.0)  # two beats missed: fine
+        await asyncio.sleep(heartbeat.INTERVAL_S / 2 + 0.05)
+        seen.append(watch.stale)
+        _beat_at(path, time.monotonic() - heartbeat.STALE_S - 2.0)
+        await asyncio.sleep(heartbeat.INTERVAL_S / 2 + 0.05)
+        seen.append(watch.stale)
+        pulse = heartbeat.Heartbeat(path)  # the process beats again
+        pulse.start()
+        await asyncio.sleep(heartbeat.INTERVAL_S / 2 + 0.05)
+        seen.append(watch.stale)
+        task.cancel()
+        return seen
+
+    before, missed_two, missed_five, beating = asyncio.run(scenario())
+    assert (before, missed_two, beating) == (None, None, None)
+    assert missed_five is not None
+    assert heartbeat.STALE_S + 2.0 <= missed_five < heartbeat.STALE_S + 3.0
+    assert len(changes) == 2 and changes[0] == missed_five and changes[1] is None
