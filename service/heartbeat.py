@@ -7,11 +7,17 @@ green, and a hung front end kept its share of the port's new connections waiting
 The front ends read the executor's beats too (:class:`Watch`): after :data:`STALE_S` without
 one they say they are not ready and refuse new requests with 503 at once, long before the
 supervisor's CONVBRIDGE_HANG_TIMEOUT_S ends the executor.
+
+A model call that never returns (a wedged device, a stuck kernel) leaves the executor's loop
+turning. So each of its beats also says when the oldest model call under way started
+(:func:`busy`), and the supervisor ends an executor whose call has run for longer than the
+same timeout: every request in that call has long passed its deadline by then.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import struct
 import time
@@ -22,21 +28,26 @@ INTERVAL_S = 1.0
 # Three beats missed: the executor's loop has stopped turning (its own work never holds it for
 # more than milliseconds; a model call alone on it is at most Batcher.INLINE_LIMIT).
 STALE_S = 3 * INTERVAL_S
-_STAMP = struct.Struct("d")
+# (the beat's time, the start of the oldest model call under way or NaN), time.monotonic():
+# one clock for every process.
+_STAMP = struct.Struct("dd")
 
 
 class Heartbeat:
-    """Writes ``time.monotonic()`` (one clock for every process) into ``path`` each second."""
+    """Writes the time into ``path`` each second, and ``busy_since()``: when the oldest model
+    call under way started (None: no call, or a process without models)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, busy_since: Callable[[], float | None] = lambda: None) -> None:
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+        self._busy_since = busy_since
 
     def start(self) -> None:
         """Beat now and every INTERVAL_S on the running loop."""
         self._beat()
 
     def _beat(self) -> None:
-        os.pwrite(self._fd, _STAMP.pack(time.monotonic()), 0)
+        since = self._busy_since()
+        os.pwrite(self._fd, _STAMP.pack(time.monotonic(), math.nan if since is None else since), 0)
         asyncio.get_running_loop().call_later(INTERVAL_S, self._beat)
 
 
@@ -45,16 +56,32 @@ def reset(path: Path) -> None:
     path.write_bytes(b"")
 
 
-def silence(path: Path) -> float | None:
-    """Seconds since the last beat in ``path``, or None before the first one."""
+def _read(path: Path) -> tuple[float, float] | None:
     try:
         data = path.read_bytes()
     except FileNotFoundError:
         return None
     if len(data) < _STAMP.size:
         return None
-    (stamp,) = _STAMP.unpack_from(data)
-    return time.monotonic() - float(stamp)
+    beat, since = _STAMP.unpack_from(data)
+    return float(beat), float(since)
+
+
+def silence(path: Path) -> float | None:
+    """Seconds since the last beat in ``path``, or None before the first one."""
+    stamp = _read(path)
+    return None if stamp is None else time.monotonic() - stamp[0]
+
+
+def busy(path: Path) -> float | None:
+    """Seconds the oldest model call under way at the last beat had run then; None when there
+    was none (or no beat yet). As of the beat, not now: a call that ended since is not judged
+    on time it did not take."""
+    stamp = _read(path)
+    if stamp is None or math.isnan(stamp[1]):
+        return None
+    beat, since = stamp
+    return beat - since
 
 
 class Watch:

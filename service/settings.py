@@ -78,7 +78,8 @@ class Settings(BaseSettings):
         ge=2,
         le=3600,
         description="the supervisor kills and restarts a front end or the executor whose event "
-        "loop has not turned for this long (hung)",
+        "loop has not turned, or the executor whose model call has not returned, for this long "
+        "(hung)",
     )
     shm_bytes: int = Field(
         64 * 1024 * 1024,

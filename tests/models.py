@@ -62,10 +62,15 @@ def export_without_explain(source: Path, target: Path, name: str) -> Path:
     return target
 
 
-def export_slow(source: Path, target: Path, name: str, seconds: float) -> Path:
+def export_slow(
+    source: Path, target: Path, name: str, seconds: float, only_white: bool = False
+) -> Path:
     """``source`` whose classification takes ``seconds`` more a call: a TensorFlow sleep (the
     tf.data sleep transformation) runs inside the signature before the model. A batch is then
-    held in flight for as long as a test needs, with no clock in the test and no CPU spent."""
+    held in flight for as long as a test needs, with no clock in the test and no CPU spent.
+
+    ``only_white``: only a batch whose every pixel is 255 sleeps (a call that sticks on
+    demand, while warm-up's black images and every other request run at full speed)."""
     import tensorflow as tf
     from tensorflow.python.data.experimental.ops import testing  # the sleep transformation
 
@@ -81,7 +86,10 @@ def export_slow(source: Path, target: Path, name: str, seconds: float) -> Path:
 
         @tf.function(input_signature=[tf.TensorSpec(spec.shape, spec.dtype, name="images")])
         def serving_default(self, images):
-            delayed = tf.data.Dataset.from_tensors(images).apply(testing.sleep(pause))
+            sleep = tf.constant(pause, tf.int64)
+            if only_white:
+                sleep = tf.where(tf.reduce_min(images) == 255, sleep, tf.constant(0, tf.int64))
+            delayed = tf.data.Dataset.from_tensors(images).apply(testing.sleep(sleep))
             return classify(images=delayed.get_single_element())
 
     module = Slow()

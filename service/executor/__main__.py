@@ -61,7 +61,7 @@ async def _serve(
     server = ExecutorServer(engine, socket_path)
     await server.start()
     if pulse is not None:
-        Heartbeat(pulse).start()
+        Heartbeat(pulse, runtime.calls.oldest).start()
     starting = asyncio.create_task(engine.start(), name="load-models")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -5,10 +5,12 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import gc
+import itertools
 import logging
 import math
 import os
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,24 +28,33 @@ class CallCount:
     """Model calls under way in this process, over every model and thread.
 
     A call that starts when no other is under way may spread over every core (a model's lone
-    copy); one that starts beside another keeps to its own core.
+    copy); one that starts beside another keeps to its own core. How long the oldest has run
+    goes into the executor's heartbeat: a call that never returns (a wedged device, a stuck
+    kernel) leaves the event loop turning, and only its age shows the executor is hung.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._running = 0
+        self._keys = itertools.count()
+        self._started: dict[int, float] = {}  # in the order the calls started
 
     @contextlib.contextmanager
     def call(self) -> Iterator[bool]:
         """Count one call for the block's duration; yields whether it started alone."""
+        key = next(self._keys)
         with self._lock:
-            alone = self._running == 0
-            self._running += 1
+            alone = not self._started
+            self._started[key] = time.monotonic()
         try:
             yield alone
         finally:
             with self._lock:
-                self._running -= 1
+                del self._started[key]
+
+    def oldest(self) -> float | None:
+        """When (``time.monotonic()``) the longest-running call under way started; None: none."""
+        with self._lock:
+            return next(iter(self._started.values()), None)
 
 
 @dataclass(frozen=True)

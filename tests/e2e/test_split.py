@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 
 from benchmarks.servers import ServerProcess, process_tree
@@ -304,9 +305,7 @@ def test_a_stopped_executor_costs_a_deadline_then_503s_at_once(
             metrics_s = time.monotonic() - sent
     finally:
         os.kill(executor, signal.SIGCONT)
-    assert {key: answer.status_code for key, answer in waited.items()} == dict.fromkeys(
-        waited, 504
-    )
+    assert {key: answer.status_code for key, answer in waited.items()} == dict.fromkeys(waited, 504)
     assert "request_timeout_s" in waited["/v2/models/gap"].json()["error"]
     assert waited_s < 2 * TIMEOUT_S + 3  # within their deadline, none for the old 60 s
     assert {key: answer.status_code for key, answer in refused.items()} == dict.fromkeys(
@@ -363,6 +362,58 @@ def test_a_hung_child_is_killed_and_started_again(gap_repository: Path, tmp_path
         assert statuses == {200: 12}
         log = (tmp_path / "server.log").read_text()
         assert log.count("has not turned its event loop") == 2, log[-3000:]
+    finally:
+        server.stop()
+
+
+def test_a_model_call_that_never_returns_ends_the_executor(
+    demo_repository: Path, tmp_path: Path, digits
+) -> None:
+    """A model call that does not return (a white image puts this `gap` to sleep for minutes:
+    a wedged device, say) leaves the executor's loop turning, so its heartbeat goes on and the
+    front end stays ready; but the beat says how long the call has run, and past
+    CONVBRIDGE_HANG_TIMEOUT_S the supervisor kills the executor and starts it again. The stuck
+    request gets 503 then, not a wait for its deadline, and the new executor serves."""
+    repository = tmp_path / "models"
+    source = demo_repository / "gap" / "1"
+    export_slow(source, repository / "gap" / "1", "gap", seconds=300, only_white=True)
+    server = start_server(
+        repository,
+        tmp_path / "server.log",
+        CONVBRIDGE_WORKERS="1",
+        CONVBRIDGE_HANG_TIMEOUT_S="3",
+        CONVBRIDGE_REQUEST_TIMEOUT_S="60",
+    )
+    png = digit_png(digits.test.images[0])
+    white = digit_png(np.full_like(digits.test.images[0], 255))
+    try:
+        server.wait_ready()
+        (executor,) = children(server, "service.executor")
+        with fresh_client(server) as client, ThreadPoolExecutor(1) as pool:
+            sent = time.monotonic()
+            stuck = pool.submit(
+                client.post,
+                "/models/gap/classify",
+                content=white,
+                headers={"Content-Type": "image/png"},
+            )
+            time.sleep(2.0)  # in the call, under the timeout: the loop turns, all is well
+            assert ready(server) == 200
+            assert children(server, "service.executor") == [executor]
+            answer = stuck.result()
+            answered_s = time.monotonic() - sent
+        assert answer.status_code == 503, answer.text
+        assert answered_s < 20, answered_s  # at the kill, not at its 60 s deadline
+        assert wait_for(lambda: children(server, "service.executor") not in ([], [executor]), 30)
+        assert wait_for(lambda: ready(server) == 200, 120)
+        with fresh_client(server) as client:
+            response = client.post(
+                "/models/gap/classify", content=png, headers={"Content-Type": "image/png"}
+            )
+        assert response.status_code == 200, response.text
+        log = (tmp_path / "server.log").read_text()
+        assert log.count("has been in one model call for") == 1, log[-3000:]
+        assert "has not turned its event loop" not in log
     finally:
         server.stop()
 

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import struct
 import time
 from pathlib import Path
 
 from service import heartbeat
+from service.inference.runtime import CallCount
 
 
 def _beat_at(path: Path, stamp: float) -> None:
-    path.write_bytes(struct.pack("d", stamp))
+    """A beat at ``stamp`` with no model call under way."""
+    path.write_bytes(struct.pack("dd", stamp, math.nan))
 
 
 def test_silence_is_unknown_before_the_first_beat(tmp_path: Path) -> None:
@@ -53,3 +56,25 @@ def test_a_watch_turns_stale_after_missed_beats_and_back_with_the_next(tmp_path:
     assert missed_five is not None
     assert heartbeat.STALE_S + 2.0 <= missed_five < heartbeat.STALE_S + 3.0
     assert len(changes) == 2 and changes[0] == missed_five and changes[1] is None
+
+
+def test_a_beat_says_how_long_the_oldest_model_call_had_run(tmp_path: Path) -> None:
+    path = tmp_path / "pulse"
+    calls = CallCount()
+    pulse = heartbeat.Heartbeat(path, calls.oldest)
+
+    async def beat() -> None:
+        pulse.start()  # one beat now; the next would come INTERVAL_S later
+
+    asyncio.run(beat())
+    assert heartbeat.busy(path) is None  # no call under way
+    with calls.call() as first_alone:
+        time.sleep(0.2)
+        with calls.call() as second_alone:
+            asyncio.run(beat())
+    assert (first_alone, second_alone) == (True, False)
+    running = heartbeat.busy(path)
+    assert running is not None and 0.2 <= running < 1.0  # the first call's, not the second's
+    assert calls.oldest() is None
+    quiet = heartbeat.silence(path)
+    assert quiet is not None and quiet < 1.0
