@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from benchmarks.servers import ServerProcess, process_tree
-from service.heartbeat import STALE_S
+from service.heartbeat import INTERVAL_S, STALE_S
 from tests.conftest import start_server
 from tests.images import digit_png
 from tests.metrics import samples, value
@@ -290,7 +290,11 @@ def test_a_stopped_executor_costs_a_deadline_then_503s_at_once(
             }
             waited = {key: future.result() for key, future in in_flight.items()}
             waited_s = time.monotonic() - started
-            assert waited_s > STALE_S  # the front ends know by now
+            assert waited_s > STALE_S
+            # Each front end checks every half beat: once one knows, the other does within one
+            # more check.
+            assert wait_for(lambda: ready(split) == 503, 5)
+            time.sleep(INTERVAL_S / 2 + 0.1)
             refused, refused_s = {}, []
             for key, call in (
                 ("/readyz", lambda: client.get("/readyz")),
@@ -320,6 +324,7 @@ def test_a_stopped_executor_costs_a_deadline_then_503s_at_once(
     assert metrics_s < 1.0  # the hung executor was not asked (that waits 3 s)
     # Resumed, the same executor serves again (the supervisor had nothing to restart).
     assert wait_for(lambda: ready(split) == 200, 5)
+    time.sleep(INTERVAL_S / 2 + 0.1)  # the other front end's next check
     with fresh_client(split) as client:
         assert client.get("/v2/models/gap").status_code == 200
         assert classify(client).status_code == 200
