@@ -10,7 +10,7 @@ supervisor's CONVBRIDGE_HANG_TIMEOUT_S ends the executor.
 
 A model call that never returns (a wedged device, a stuck kernel) leaves the executor's loop
 turning. So each of its beats also says when the oldest model call under way started
-(:func:`busy`), and the supervisor ends an executor whose call has run for longer than the
+(:func:`pulse`), and the supervisor ends an executor whose call has run for longer than the
 same timeout: every request in that call has long passed its deadline by then.
 """
 
@@ -67,21 +67,23 @@ def _read(path: Path) -> tuple[float, float] | None:
     return float(beat), float(since)
 
 
+def pulse(path: Path) -> tuple[float | None, float | None]:
+    """(seconds since the last beat in ``path``, seconds the oldest model call under way at
+    that beat had run then), from one read; each None when unknown: no beat yet, no call.
+
+    The call's age is as of the beat, not now: a call that ended since is not judged on time
+    it did not take.
+    """
+    stamp = _read(path)
+    if stamp is None:
+        return None, None
+    beat, since = stamp
+    return time.monotonic() - beat, None if math.isnan(since) else beat - since
+
+
 def silence(path: Path) -> float | None:
     """Seconds since the last beat in ``path``, or None before the first one."""
-    stamp = _read(path)
-    return None if stamp is None else time.monotonic() - stamp[0]
-
-
-def busy(path: Path) -> float | None:
-    """Seconds the oldest model call under way at the last beat had run then; None when there
-    was none (or no beat yet). As of the beat, not now: a call that ended since is not judged
-    on time it did not take."""
-    stamp = _read(path)
-    if stamp is None or math.isnan(stamp[1]):
-        return None
-    beat, since = stamp
-    return beat - since
+    return pulse(path)[0]
 
 
 class Watch:

@@ -199,14 +199,13 @@ class _Supervisor:
     def _check_pulse(self, child: Child) -> None:
         """Kill a child whose event loop has stopped turning, or whose model call has not
         returned, for longer than CONVBRIDGE_HANG_TIMEOUT_S; it is then started again."""
-        quiet = heartbeat.silence(child.heartbeat)
+        quiet, running = heartbeat.pulse(child.heartbeat)
         if quiet is not None and quiet > self.hang_timeout_s:
             why = f"has not turned its event loop for {quiet:.1f} s"
-        else:
-            running = heartbeat.busy(child.heartbeat)
-            if running is None or running <= self.hang_timeout_s:
-                return
+        elif running is not None and running > self.hang_timeout_s:
             why = f"has been in one model call for {running:.1f} s"
+        else:
+            return
         pid = child.process.pid if child.process is not None else 0
         log.error(
             "%s (pid %d) %s (CONVBRIDGE_HANG_TIMEOUT_S): killing it, to start it again",

@@ -67,14 +67,13 @@ def test_a_beat_says_how_long_the_oldest_model_call_had_run(tmp_path: Path) -> N
         pulse.start()  # one beat now; the next would come INTERVAL_S later
 
     asyncio.run(beat())
-    assert heartbeat.busy(path) is None  # no call under way
+    assert heartbeat.pulse(path)[1] is None  # no call under way
     with calls.call() as first_alone:
         time.sleep(0.2)
         with calls.call() as second_alone:
             asyncio.run(beat())
     assert (first_alone, second_alone) == (True, False)
-    running = heartbeat.busy(path)
+    quiet, running = heartbeat.pulse(path)
     assert running is not None and 0.2 <= running < 1.0  # the first call's, not the second's
     assert calls.oldest() is None
-    quiet = heartbeat.silence(path)
     assert quiet is not None and quiet < 1.0
