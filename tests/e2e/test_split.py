@@ -115,6 +115,10 @@ class Load(threading.Thread):
         self.join(timeout=30)
 
 
+def classify(client: httpx.Client, png: bytes) -> httpx.Response:
+    return client.post("/models/gap/classify", content=png, headers={"Content-Type": "image/png"})
+
+
 def wait_for(predicate, seconds: float) -> bool:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -136,12 +140,7 @@ def test_one_metrics_page_counts_every_front_end(split: ServerProcess, digits) -
     png = digit_png(digits.test.images[0])
     before = samples(httpx.get(split.url + "/metrics").text)
     with fresh_client(split) as client:
-        statuses = Counter(
-            client.post(
-                "/models/gap/classify", content=png, headers={"Content-Type": "image/png"}
-            ).status_code
-            for _ in range(count)
-        )
+        statuses = Counter(classify(client, png).status_code for _ in range(count))
     after = samples(httpx.get(split.url + "/metrics").text)
     assert statuses == {200: count}
     # Both front ends answered some: each keeps its own metrics file, named by its pid.
@@ -275,18 +274,14 @@ def test_a_stopped_executor_costs_a_deadline_then_503s_at_once(
     (executor,) = children(split, "service.executor")
     png = digit_png(digits.test.images[0])
 
-    def classify(client: httpx.Client) -> httpx.Response:
-        return client.post(
-            "/models/gap/classify", content=png, headers={"Content-Type": "image/png"}
-        )
-
     os.kill(executor, signal.SIGSTOP)
     try:
-        with fresh_client(split) as client, ThreadPoolExecutor(2) as pool:
+        with fresh_client(split) as client, ThreadPoolExecutor(3) as pool:
             started = time.monotonic()
             in_flight = {  # sent before the front ends could tell: they wait for the deadline
-                "classify": pool.submit(classify, client),
+                "classify": pool.submit(classify, client, png),
                 "/v2/models/gap": pool.submit(client.get, "/v2/models/gap"),
+                "/v1/models/gap/metadata": pool.submit(client.get, "/v1/models/gap/metadata"),
             }
             waited = {key: future.result() for key, future in in_flight.items()}
             waited_s = time.monotonic() - started
@@ -299,7 +294,7 @@ def test_a_stopped_executor_costs_a_deadline_then_503s_at_once(
             for key, call in (
                 ("/readyz", lambda: client.get("/readyz")),
                 ("/v2/models/gap", lambda: client.get("/v2/models/gap")),
-                ("classify", lambda: classify(client)),
+                ("classify", lambda: classify(client, png)),
             ):
                 sent = time.monotonic()
                 refused[key] = call()
@@ -327,7 +322,7 @@ def test_a_stopped_executor_costs_a_deadline_then_503s_at_once(
     time.sleep(INTERVAL_S / 2 + 0.1)  # the other front end's next check
     with fresh_client(split) as client:
         assert client.get("/v2/models/gap").status_code == 200
-        assert classify(client).status_code == 200
+        assert classify(client, png).status_code == 200
         assert value(samples(client.get("/metrics").text), "convbridge_executor_up") == 1
     assert children(split, "service.executor") == [executor]
 
@@ -358,12 +353,7 @@ def test_a_hung_child_is_killed_and_started_again(gap_repository: Path, tmp_path
         assert wait_for(lambda: len(children(server, "service.frontend")) == 2, 30)
         png = digit_png(digits.test.images[0])
         with fresh_client(server) as client:
-            statuses = Counter(
-                client.post(
-                    "/models/gap/classify", content=png, headers={"Content-Type": "image/png"}
-                ).status_code
-                for _ in range(12)
-            )
+            statuses = Counter(classify(client, png).status_code for _ in range(12))
         assert statuses == {200: 12}
         log = (tmp_path / "server.log").read_text()
         assert log.count("has not turned its event loop") == 2, log[-3000:]
@@ -396,12 +386,7 @@ def test_a_model_call_that_never_returns_ends_the_executor(
         (executor,) = children(server, "service.executor")
         with fresh_client(server) as client, ThreadPoolExecutor(1) as pool:
             sent = time.monotonic()
-            stuck = pool.submit(
-                client.post,
-                "/models/gap/classify",
-                content=white,
-                headers={"Content-Type": "image/png"},
-            )
+            stuck = pool.submit(classify, client, white)
             time.sleep(2.0)  # in the call, under the timeout: the loop turns, all is well
             assert ready(server) == 200
             assert children(server, "service.executor") == [executor]
@@ -412,9 +397,7 @@ def test_a_model_call_that_never_returns_ends_the_executor(
         assert wait_for(lambda: children(server, "service.executor") not in ([], [executor]), 30)
         assert wait_for(lambda: ready(server) == 200, 120)
         with fresh_client(server) as client:
-            response = client.post(
-                "/models/gap/classify", content=png, headers={"Content-Type": "image/png"}
-            )
+            response = classify(client, png)
         assert response.status_code == 200, response.text
         log = (tmp_path / "server.log").read_text()
         assert log.count("has been in one model call for") == 1, log[-3000:]
@@ -521,12 +504,7 @@ def test_ready_means_every_front_end_serves(gap_repository: Path, tmp_path: Path
         server.wait_ready()
         png = digit_png(digits.test.images[0])
         with fresh_client(server) as client:
-            answers = [
-                client.post(
-                    "/models/gap/classify", content=png, headers={"Content-Type": "image/png"}
-                )
-                for _ in range(40)
-            ]
+            answers = [classify(client, png) for _ in range(40)]
         statuses = Counter(answer.status_code for answer in answers)
         assert statuses == {200: 40}, [a.text for a in answers if a.status_code != 200]
     finally:
@@ -550,10 +528,8 @@ def test_a_slow_models_lone_request_leaves_the_executor_free(
         server.wait_ready()
         with httpx.Client(base_url=server.url, timeout=30) as client:
 
-            def classify() -> float:
-                response = client.post(
-                    "/models/gap/classify", content=png, headers={"Content-Type": "image/png"}
-                )
+            def answered_at() -> float:
+                response = classify(client, png)
                 assert response.status_code == 200, response.text
                 return time.monotonic()
 
@@ -563,7 +539,7 @@ def test_a_slow_models_lone_request_leaves_the_executor_free(
 
             for started in (1, 2):
                 with ThreadPoolExecutor(1) as pool:
-                    answered = pool.submit(classify)
+                    answered = pool.submit(answered_at)
                     assert wait_for(lambda started=started: batches() >= started, 30)
                     seen = time.monotonic()
                     # The page came while the call was still sleeping, long before its answer.
