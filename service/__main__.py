@@ -70,7 +70,7 @@ def _start_again_with_huge_pages(settings: Settings) -> None:
 
 def _serve_in_one_process(settings: Settings, host: str, port: int) -> int:
     """CONVBRIDGE_WORKERS=0: HTTP and the models in this one process (for debugging)."""
-    from service.inference.runtime import DeviceError, configure_tensorflow
+    from service.inference.runtime import DeviceError, configure_tensorflow, exit_past_stuck_calls
 
     try:
         runtime = configure_tensorflow(settings)
@@ -99,7 +99,7 @@ def _serve_in_one_process(settings: Settings, host: str, port: int) -> int:
         timeout_graceful_shutdown=30,
         **server_options(settings),  # httptools with head limits, connection limits
     )
-    return 0
+    exit_past_stuck_calls(0)
 
 
 if __name__ == "__main__":

@@ -81,6 +81,14 @@ class Settings(BaseSettings):
         "loop has not turned, or the executor whose model call has not returned, for this long "
         "(hung)",
     )
+    load_timeout_s: float = Field(
+        120.0,
+        ge=1,
+        le=86400,
+        description="a version that has not loaded and warmed up within this long is marked "
+        "failed, so the other models and versions go on loading and serving; what its stuck "
+        "load returns later is dropped",
+    )
     shm_bytes: int = Field(
         64 * 1024 * 1024,
         ge=1024 * 1024,

@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings()
     configure_logging(settings.log_format, settings.log_level)
 
-    from service.inference.runtime import DeviceError, configure_tensorflow
+    from service.inference.runtime import DeviceError, configure_tensorflow, exit_past_stuck_calls
 
     try:
         runtime = configure_tensorflow(settings)
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # This process's loop only routes messages to the batchers: they may compute on it.
     runtime = dataclasses.replace(runtime, dedicated_loop=True)
-    return uvloop.run(_serve(settings, runtime, args.socket, args.heartbeat))
+    exit_past_stuck_calls(uvloop.run(_serve(settings, runtime, args.socket, args.heartbeat)))
 
 
 async def _serve(

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TypeVar
 
 from convbridge.card import CardError, ModelCard, read_card
 from convbridge.layout import list_models, list_versions, version_dir
@@ -24,6 +27,7 @@ from service.inference.status import ModelStatus, State, VersionStatus, not_serv
 from service.metrics import Metrics
 from service.settings import Settings
 
+T = TypeVar("T")
 log = logging.getLogger("convbridge.repository")  # the name operators filter logs by
 
 
@@ -49,6 +53,7 @@ class ModelCatalogue:
         self.on_change: Callable[[], None] = lambda: None
         # Called when a loaded version's queue fills up or has room again (see LoadedModel).
         self.on_pressure: Callable[[str, int, str, bool], None] = lambda *pressure: None
+        self._freeing: set[asyncio.Task[None]] = set()  # loads that ended after their timeout
 
     def names(self) -> list[str]:
         return sorted(self._entries)
@@ -99,7 +104,7 @@ class ModelCatalogue:
         started = time.perf_counter()
         labels = (name, str(version))
         try:
-            model = await asyncio.to_thread(self._load_blocking, name, entry)
+            model = await self._load_in_time(name, entry)
         except Exception as error:
             reason = _public_reason(error, entry.path, f"{name}/{version}")
             entry.status = replace(entry.status, state=State.FAILED, error=reason)
@@ -117,6 +122,41 @@ class ModelCatalogue:
         self.metrics.model_loaded.labels(*labels, self.runtime.device).set(1)
         log.info("model %s version %s ready on %s in %.2f s", *labels, model.device, seconds)
         return model
+
+    async def _load_in_time(self, name: str, entry: _Entry) -> LoadedModel:
+        """:meth:`_load_blocking` on a thread of its own, given up after load_timeout_s.
+
+        TensorFlow cannot be interrupted, so a stuck load keeps its thread (a daemon one,
+        which never holds up the exit); should it ever return, what it loaded is closed.
+        """
+        limit = self.settings.load_timeout_s
+        version = entry.status.version
+        loading = _on_own_thread(f"load {name}/{version}", self._load_blocking, name, entry)
+        try:
+            return await asyncio.wait_for(asyncio.shield(loading), limit)
+        except TimeoutError:
+            loading.add_done_callback(lambda done: self._drop_late(name, version, done))
+            raise ModelLoadError(
+                f"it did not load and warm up within {limit:g} s (CONVBRIDGE_LOAD_TIMEOUT_S): "
+                "the load is stuck, or this model needs a higher limit"
+            ) from None
+
+    def _drop_late(self, name: str, version: int, done: asyncio.Future[LoadedModel]) -> None:
+        """A load given up on has ended after all: free what it loaded."""
+        error = None if done.cancelled() else done.exception()
+        if done.cancelled() or error is not None:
+            log.warning("model %s version %s: its timed-out load ended: %s", name, version, error)
+            return
+        freeing = asyncio.get_running_loop().create_task(self._free(name, version, done.result()))
+        self._freeing.add(freeing)
+        freeing.add_done_callback(self._freeing.discard)
+
+    @staticmethod
+    async def _free(name: str, version: int, model: LoadedModel) -> None:
+        await model.close()
+        del model
+        release_memory()
+        log.warning("model %s version %s loaded after its timeout: dropped", name, version)
 
     def _load_blocking(self, name: str, entry: _Entry) -> LoadedModel:
         card = read_card(entry.path)
@@ -252,6 +292,21 @@ class ModelCatalogue:
                 if entry.model is not None:
                     await entry.model.close()
                     entry.model = None
+
+
+def _on_own_thread(name: str, function: Callable[..., T], *args: object) -> asyncio.Future[T]:
+    """``function(*args)`` on a new daemon thread, its outcome in a future of the running loop."""
+    outcome: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+    def run() -> None:
+        outcome.set_running_or_notify_cancel()
+        try:
+            outcome.set_result(function(*args))
+        except BaseException as error:
+            outcome.set_exception(error)
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    return asyncio.wrap_future(outcome)
 
 
 def _public_reason(error: BaseException, path: Path, label: str) -> str:

@@ -9,11 +9,13 @@ import itertools
 import logging
 import math
 import os
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
 
 from service.settings import Settings
 
@@ -227,3 +229,17 @@ def release_memory() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):
         pass  # not glibc: the memory is still free for reuse, just not returned
+
+
+def exit_past_stuck_calls(code: int) -> NoReturn:
+    """End the process at once with ``code``; called once everything it owes is answered.
+
+    A thread stuck in TensorFlow (a load past CONVBRIDGE_LOAD_TIMEOUT_S, a call on a wedged
+    device) cannot be stopped, and a normal exit first joins every model's worker threads
+    (concurrent.futures does so at exit), so the process would never end. Logs and output
+    are flushed first; TensorFlow's teardown, which frees nothing the exit does not, is skipped.
+    """
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

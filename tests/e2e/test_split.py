@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import threading
 import time
@@ -404,6 +405,54 @@ def test_a_model_call_that_never_returns_ends_the_executor(
         assert "has not turned its event loop" not in log
     finally:
         server.stop()
+
+
+def test_a_load_that_never_ends_is_given_up_and_the_other_models_serve(
+    demo_repository: Path, tmp_path: Path, digits
+) -> None:
+    """`blocked` sleeps for minutes in every call, warm-up included, and sorts before `gap`,
+    so the executor's first load sticks in TensorFlow. After CONVBRIDGE_LOAD_TIMEOUT_S it
+    counts as failed to load, with a reason that says why and what to change; `gap` loads
+    next, the service is ready and serves it. The stuck thread does not hold up a stop: the
+    service still exits 0 on SIGTERM, at once."""
+    repository = tmp_path / "models"
+    source = demo_repository / "gap" / "1"
+    export_slow(source, repository / "blocked" / "1", "blocked", seconds=600)
+    shutil.copytree(source, repository / "gap" / "1")
+    server = start_server(
+        repository,
+        tmp_path / "server.log",
+        CONVBRIDGE_WORKERS="1",
+        CONVBRIDGE_LOAD_TIMEOUT_S="3",
+        CONVBRIDGE_HANG_TIMEOUT_S="2",  # a stuck load is not a hang: the executor stays
+    )
+    png = digit_png(digits.test.images[0])
+    try:
+        server.wait_ready()
+        (executor,) = children(server, "service.executor")
+        with fresh_client(server) as client:
+            (version,) = client.get("/models/blocked").json()["versions"]
+            refused = client.post(
+                "/models/blocked/classify", content=png, headers={"content-type": "image/png"}
+            )
+            served = classify(client, png)
+            ready_models = client.get("/readyz").json()["models"]
+        assert version["state"] == "failed", version
+        assert "not load and warm up within 3 s (CONVBRIDGE_LOAD_TIMEOUT_S)" in version["error"]
+        assert refused.status_code == 503, refused.text
+        assert "CONVBRIDGE_LOAD_TIMEOUT_S" in refused.json()["error"], refused.text
+        assert served.status_code == 200, served.text
+        assert ready_models == {"blocked": "failed", "gap": "ready"}
+        time.sleep(2.5)  # past the hang timeout: the thread is still stuck, the executor stays
+        assert children(server, "service.executor") == [executor]
+    finally:
+        stopped = time.monotonic()
+        code = server.stop()
+    assert code == 0, server.log()[-3000:]
+    assert time.monotonic() - stopped < 15  # not the supervisor's 40 s wait, then a kill
+    log = (tmp_path / "server.log").read_text()
+    assert "model blocked version 1 failed to load: it did not load" in log, log[-3000:]
+    assert "model gap version 1 ready" in log
 
 
 def test_a_killed_front_end_is_replaced_while_the_other_serves(

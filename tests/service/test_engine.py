@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +24,7 @@ from service.inference import (
 )
 from service.metrics import Metrics
 from service.settings import Settings
+from tests.models import export_slow
 
 pytestmark = pytest.mark.slow
 
@@ -107,6 +111,39 @@ def test_queue_places_are_held_until_the_lease_ends(gap_repository: Path) -> Non
             engine.reserve("gap", None, CLASSIFY),
         ):
             pass  # both places are free again: nothing leaked
+        await engine.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_load_past_its_timeout_fails_and_what_it_loads_later_is_dropped(
+    gap_repository: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`late` sleeps 1 s in every call, so its warm-up outlasts a 1 s load timeout: it is
+    reported failed and `gap` loads after it. Its load still ends, and what it loaded is
+    closed and dropped; the version stays failed."""
+    root = tmp_path / "models"
+    export_slow(gap_repository / "gap" / "1", root / "late" / "1", "late", seconds=1.0)
+    shutil.copytree(gap_repository / "gap", root / "gap")
+    caplog.set_level(logging.INFO, "convbridge.repository")
+
+    async def scenario() -> None:
+        settings = Settings(repository=root, max_batch_size=2, load_timeout_s=1)
+        engine = Engine(settings, Metrics(CollectorRegistry()))
+        await engine.start()
+        (late,) = engine.status("late").versions
+        assert late.state is State.FAILED, late
+        assert late.error is not None and "within 1 s (CONVBRIDGE_LOAD_TIMEOUT_S)" in late.error
+        assert engine.readiness().ready
+        assert engine.readiness().models == {"gap": "ready", "late": "failed"}
+        with pytest.raises(ModelNotReadyError, match="CONVBRIDGE_LOAD_TIMEOUT_S"):
+            await engine.model("late")
+        deadline = time.monotonic() + 120  # its warm-up's few one-second calls, then the drop
+        while "late version 1 loaded after its timeout: dropped" not in caplog.text:
+            assert time.monotonic() < deadline, caplog.text
+            await asyncio.sleep(0.1)
+        assert engine.status("late").versions[0].state is State.FAILED
+        assert engine.status("gap").served_version == 1
         await engine.close()
 
     asyncio.run(scenario())
