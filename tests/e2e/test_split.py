@@ -414,7 +414,7 @@ def test_a_load_that_never_ends_is_given_up_and_the_other_models_serve(
     so the executor's first load sticks in TensorFlow. After CONVBRIDGE_LOAD_TIMEOUT_S it
     counts as failed to load, with a reason that says why and what to change; `gap` loads
     next, the service is ready and serves it. The stuck thread does not hold up a stop: the
-    service still exits 0 on SIGTERM, at once."""
+    service still exits 0 on SIGTERM."""
     repository = tmp_path / "models"
     source = demo_repository / "gap" / "1"
     export_slow(source, repository / "blocked" / "1", "blocked", seconds=600)
@@ -446,10 +446,10 @@ def test_a_load_that_never_ends_is_given_up_and_the_other_models_serve(
         time.sleep(2.5)  # past the hang timeout: the thread is still stuck, the executor stays
         assert children(server, "service.executor") == [executor]
     finally:
-        stopped = time.monotonic()
         code = server.stop()
+    # An executor that waited for its stuck thread would be killed after the supervisor's
+    # 40 s (exit 1), or the supervisor after the test's 30 s (-9).
     assert code == 0, server.log()[-3000:]
-    assert time.monotonic() - stopped < 15  # not the supervisor's 40 s wait, then a kill
     log = (tmp_path / "server.log").read_text()
     assert "model blocked version 1 failed to load: it did not load" in log, log[-3000:]
     assert "model gap version 1 ready" in log
