@@ -12,7 +12,7 @@ from convbridge.card import ModelCard
 from convbridge.signatures import CLASSIFY
 from service.api.deps import ModelName, app_context, parse_version
 from service.api.openapi import KSERVE_INFER, LOOKUP_ERRORS, PROTOCOL_ERRORS, STARTING_ERRORS
-from service.api.outline import InferenceCall, engine_errors
+from service.api.outline import InferenceCall, engine_errors, nbytes
 from service.api.schemas import ErrorBody
 from service.codecs import kserve
 from service.errors import not_found, unavailable
@@ -102,7 +102,8 @@ async def infer(request: Request, name: ModelName, version: str | None = None) -
         lease = await call.reserve(parse_version(version), CLASSIFY)
         header = request.headers.get(kserve.HEADER_LENGTH)
         limit = call.context.settings.max_images_per_request
-        parsed = await call.parse(_parse, await request.body(), header, lease.model.card, limit)
+        body = await request.body()
+        parsed = await call.parse(_parse, body, header, lease.model.card, limit, size=len(body))
         # Run the signatures the requested outputs come from, all at once when several are.
         runs = await asyncio.gather(
             *(
@@ -112,7 +113,7 @@ async def infer(request: Request, name: ModelName, version: str | None = None) -
         )
         outputs = {name: value for run in runs for name, value in run.outputs.items()}
         content, length = await call.encode(
-            kserve.encode_response, parsed, outputs, lease.model.card
+            kserve.encode_response, parsed, outputs, lease.model.card, size=nbytes(outputs)
         )
         if length is None:
             return call.respond(Response(content, media_type="application/json"))

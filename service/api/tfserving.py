@@ -135,7 +135,8 @@ async def _read(
     """The body, parsed by ``parser`` on the decoder threads within the settings' limits."""
     settings = call.context.settings
     limits = (settings.max_image_pixels, settings.max_images_per_request)
-    return await call.parse(_parse, await request.body(), card, *limits, parser)
+    body = await request.body()
+    return await call.parse(_parse, body, card, *limits, parser, size=len(body))
 
 
 def _parse(

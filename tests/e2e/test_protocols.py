@@ -10,6 +10,7 @@ import orjson
 import pytest
 import tensorflow as tf
 
+from service.api.outline import INLINE_BYTES
 from tests.images import digit_png, kserve_tensor
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -66,6 +67,33 @@ def test_tfserving_predict_row_columnar_and_b64(client, sample) -> None:
         assert answer.headers["x-model-version"] == "1"
         stages = [part.split(";")[0] for part in answer.headers["server-timing"].split(", ")]
         assert stages == ["decode", "queue", "compute", "encode"]
+
+
+def test_small_and_large_bodies_and_answers_alike(client, sample) -> None:
+    """Up to INLINE_BYTES a body is parsed, and an answer encoded, on the front end's event
+    loop; above, on its decoder threads. Either way the answers are the SavedModel's."""
+    images, expected, maps = sample
+    many = np.concatenate([images] * 8)  # 32 digits
+    small, large = {"instances": images[:1].tolist()}, {"instances": many.tolist()}
+    assert len(orjson.dumps(small)) <= INLINE_BYTES < len(orjson.dumps(large))
+    for body, wanted in ((small, expected[:1]), (large, np.concatenate([expected] * 8))):
+        answer = client.post("/v1/models/gap:predict", json=body)
+        assert answer.status_code == 200, answer.text
+        np.testing.assert_allclose(answer.json()["predictions"], wanted, atol=1e-5)
+    # KServe v2: one small answer (probabilities), one large (a feature map of 32 images).
+    tensor = kserve_tensor(shape=[32, 28, 28, 1], data=many.ravel().tolist())
+    for output, wanted in (("probabilities", np.concatenate([expected] * 8)), ("conv1", None)):
+        answer = client.post(
+            "/v2/models/gap/infer", json={"inputs": [tensor], "outputs": [{"name": output}]}
+        )
+        assert answer.status_code == 200, answer.text
+        (result,) = answer.json()["outputs"]
+        if wanted is None:
+            wanted = np.concatenate([maps[output]] * 8)
+            assert wanted.nbytes > INLINE_BYTES
+        else:
+            assert wanted.nbytes <= INLINE_BYTES
+        np.testing.assert_allclose(np.reshape(result["data"], result["shape"]), wanted, atol=1e-4)
 
 
 def test_tfserving_feature_maps_signature(client, sample) -> None:
