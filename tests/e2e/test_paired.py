@@ -110,6 +110,15 @@ def test_the_throughput_target_is_judged_on_the_median_paired_round(
     assert f"| 1 | 1,000 | {throughputs[0]:,.0f} | 10.00 | 12.00 | 0 | 1,000 |" in report
 
 
+def test_a_ratio_just_under_the_target_is_not_shown_rounded_onto_it() -> None:
+    # 0.4965 to two decimals reads 0.50: a miss shown as the target itself.
+    report = format_markdown(_with_paired([496.5, 502.0, 494.0], [1000.0] * 4))
+
+    check = next(line for line in report.splitlines() if "c=64 >= 0.5x ceiling" in line)
+    assert "| 0.496x, the median of 0.496 / 0.50 / 0.49 paired" in check  # 0.502: 0.50
+    assert check.endswith("| **no** |")
+
+
 def test_a_round_is_judged_against_the_faster_ceiling_around_it() -> None:
     # The VM sped up during the second run: its ratio is taken against the 1,250 after it.
     report = format_markdown(_with_paired([500.0, 500.0, 500.0], [1000.0, 1000.0, 1250.0, 1000.0]))
