@@ -71,13 +71,14 @@ class Caller:
     headers: Mapping[str, str]
 
 
-# A protocol body or answer of up to this many bytes is parsed or encoded on the event loop,
-# larger ones on the decoder threads. Parsing TF Serving's JSON costs about 16 us a KiB (one
-# 32x32x3 image as pixel lists: 12-15 KB, 0.2-0.25 ms), and the trip through a thread, whose
-# Python contends for the GIL with the loop's, cost a front end more than the work did: `gap`
-# c=64, one front end, TF Serving JSON 1,124 -> 1,571 requests/s, KServe JSON 1,478 -> 2,056.
-# The limit keeps the loop's longest step near a decoded image's (INLINE_PIXELS): about half
-# a millisecond.
+# A REST protocol body or answer of up to this many bytes is parsed or encoded on the event
+# loop, larger ones on the decoder threads. Parsing TF Serving's JSON costs about 16 us a KiB
+# (one 32x32x3 image as pixel lists: 12-15 KB, 0.2-0.25 ms), and the trip through a thread,
+# whose Python contends for the GIL with the loop's, cost a front end more than the work did:
+# `gap` c=64, one front end, TF Serving JSON 1,124 -> 1,571 requests/s, KServe JSON 1,478 ->
+# 2,056. The limit keeps the loop's longest step near a decoded image's (INLINE_PIXELS): about
+# half a millisecond. gRPC's messages stay on the threads: inline, ModelInfer at c=32 answered
+# 5-20% less in each of five alternated rounds (benchmarks/protocols.py), for no gain alone.
 INLINE_BYTES = 32 * 1024
 
 
@@ -180,9 +181,10 @@ class InferenceCall:
         self._seconds["decode"] += time.perf_counter() - started
         return decoded
 
-    async def parse(self, parser: Callable[..., T], *args: Any, size: int) -> T:
+    async def parse(self, parser: Callable[..., T], *args: Any, size: int | None = None) -> T:
         """Turn a protocol body of ``size`` bytes into arrays, timed as decoding: on the event
-        loop up to :data:`INLINE_BYTES`, on the decoder threads above."""
+        loop up to :data:`INLINE_BYTES`, on the decoder threads above or when the size is not
+        given (gRPC's messages, see INLINE_BYTES)."""
         started = time.perf_counter()
         parsed = await self._offload(size, parser, *args)
         self._seconds["decode"] += time.perf_counter() - started

@@ -18,7 +18,7 @@ from google.protobuf import json_format
 from convbridge.card import ModelCard
 from convbridge.signatures import CLASSIFY
 from service.api.deps import AppContext, parse_version
-from service.api.outline import Caller, InferenceCall, engine_errors, nbytes
+from service.api.outline import Caller, InferenceCall, engine_errors
 from service.codecs import kserve as codec
 from service.errors import bad_request, not_found
 from service.inference import ModelNotFoundError, State
@@ -110,7 +110,7 @@ async def _infer(request: ModelInferRequest, caller: Caller) -> ModelInferRespon
     async with InferenceCall(caller, request.model_name, "grpc_infer", protocol=True) as call:
         lease = await call.reserve(wanted, CLASSIFY)
         limit = call.context.settings.max_images_per_request
-        parsed = await call.parse(_parse, request, lease.model.card, limit, size=request.ByteSize())
+        parsed = await call.parse(_parse, request, lease.model.card, limit)
         runs = await asyncio.gather(
             *(
                 call.run(parsed.images, signature, extra)
@@ -119,7 +119,7 @@ async def _infer(request: ModelInferRequest, caller: Caller) -> ModelInferRespon
         )
         outputs = {name: value for run in runs for name, value in run.outputs.items()}
         model = lease.model
-        response = await call.encode(_response, parsed, outputs, model.card, size=nbytes(outputs))
+        response = await call.encode(_response, parsed, outputs, model.card)
         response.model_name, response.model_version = model.name, str(model.version)
         call.finish()
         return response

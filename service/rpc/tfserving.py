@@ -14,7 +14,7 @@ from google.protobuf import json_format
 from convbridge.card import ModelCard
 from convbridge.signatures import CLASS_INDEX, CLASSIFY, EXPLAIN, FEATURE_MAPS
 from service.api.deps import AppContext
-from service.api.outline import Caller, InferenceCall, engine_errors, nbytes
+from service.api.outline import Caller, InferenceCall, engine_errors
 from service.api.tfserving import servable_versions
 from service.codecs import tfserving as codec
 from service.errors import bad_request, not_found
@@ -99,7 +99,7 @@ async def _predict(request: PredictRequest, caller: Caller) -> PredictResponse:
         lease = await call.reserve(_version(spec), signature)
         card = lease.model.card
         limit = call.context.settings.max_images_per_request
-        inputs = await call.parse(_inputs, request, card, signature, limit, size=request.ByteSize())
+        inputs = await call.parse(_inputs, request, card, signature, limit)
         result = await call.run(inputs.images, signature, inputs.extra)
         wanted = list(request.output_filter) or list(result.outputs)
         unknown = [name for name in wanted if name not in result.outputs]
@@ -108,7 +108,7 @@ async def _predict(request: PredictRequest, caller: Caller) -> PredictResponse:
                 f"output tensor alias not found in signature: {', '.join(unknown)}; outputs "
                 f"expected to be in the set {{{', '.join(result.outputs)}}}"
             )
-        response = await call.encode(_response, result.outputs, wanted, size=nbytes(result.outputs))
+        response = await call.encode(_response, result.outputs, wanted)
         _model_spec(response.model_spec, lease.model.name, lease.model.version, signature)
         call.finish()
         return response

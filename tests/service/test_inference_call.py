@@ -37,6 +37,7 @@ async def _places(tmp_path: Path) -> dict[str, str]:
         places = {
             "small body": await call.parse(_thread_name, b"", size=INLINE_BYTES),
             "large body": await call.parse(_thread_name, b"", size=INLINE_BYTES + 1),
+            "message of unknown size (gRPC)": await call.parse(_thread_name, b""),
             "small answer": await call.encode(_thread_name, None, size=INLINE_BYTES),
             "large answer": await call.encode(_thread_name, None, size=INLINE_BYTES + 1),
             "answer of unknown cost": await call.encode(_thread_name, None),
@@ -54,7 +55,12 @@ def test_small_bodies_and_answers_stay_on_the_loop_and_large_ones_go_to_the_thre
     loop_thread = threading.current_thread().name  # asyncio.run's loop runs on this thread
     places = asyncio.run(_places(tmp_path))
     assert places["small body"] == places["small answer"] == loop_thread
-    for large in ("large body", "large answer", "answer of unknown cost"):
+    for large in (
+        "large body",
+        "message of unknown size (gRPC)",
+        "large answer",
+        "answer of unknown cost",
+    ):
         assert places[large].startswith("decode"), places
 
 
