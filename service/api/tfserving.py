@@ -132,7 +132,8 @@ async def _read(
     card: ModelCard,
     parser: Callable[[Any, ModelCard, int, int], T],
 ) -> T:
-    """The body, parsed by ``parser`` on the decoder threads within the settings' limits."""
+    """The body, parsed by ``parser`` within the settings' limits (on the event loop or the
+    decoder threads, by its size: see InferenceCall.parse)."""
     settings = call.context.settings
     limits = (settings.max_image_pixels, settings.max_images_per_request)
     body = await request.body()
