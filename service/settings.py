@@ -63,6 +63,15 @@ class Settings(BaseSettings):
         "through glibc's malloc.hugetlb tunable (kernels whose THP mode is madvise or always); "
         "a model that streams its weights per call then misses the TLB less",
     )
+    malloc_arenas: int = Field(
+        2,
+        ge=0,
+        le=1024,
+        description="glibc malloc arenas of the executor (the one process with "
+        "CONVBRIDGE_WORKERS=0), through glibc's malloc.arena_max tunable; 0: glibc's default "
+        "(eight per core), whose spare arenas let reloads grow the heap by about 200 MiB "
+        "before it levels off",
+    )
     max_queue_images: int = Field(512, ge=1, description="queued images per model; then 503")
     request_timeout_s: float = Field(30.0, gt=0, le=3600, description="deadline of one request")
     decode_threads: int = Field(2, ge=1, le=64, description="threads decoding images")

@@ -91,16 +91,34 @@ def runtime_folder(arena_bytes: int) -> Path:
 
 
 def executor_env(base: dict[str, str], settings: Settings) -> dict[str, str]:
-    """The executor's environment: with ``huge_pages``, glibc's malloc puts its heap and large
-    blocks in transparent huge pages (``glibc.malloc.hugetlb=1``, read when the process starts).
-    A lone ``flatten`` request streams 100 MB of weights, and with 4 KiB pages it misses the TLB
-    on every page, cold from the calls before (interleaved with the naive server, two front
-    ends: +0.32-0.41 -> +0.24-0.26 ms; ``gap`` and full batches unchanged). A tunable the
-    operator set in ``GLIBC_TUNABLES`` is kept, and their own ``glibc.malloc.hugetlb`` wins."""
+    """The executor's environment: glibc's malloc tunables, read when the process starts.
+
+    - ``huge_pages``: the heap and large blocks in transparent huge pages
+      (``glibc.malloc.hugetlb=1``). A lone ``flatten`` request streams 100 MB of weights, and
+      with 4 KiB pages it misses the TLB on every page, cold from the calls before (interleaved
+      with the naive server, two front ends: +0.32-0.41 -> +0.24-0.26 ms; ``gap`` and full
+      batches unchanged).
+    - ``malloc_arenas``: at most this many arenas (``glibc.malloc.arena_max``). With glibc's
+      eight per core, TensorFlow's threads spread each load over spare arenas that keep their
+      free pages: on a 2-core host 40 reloads of ``flatten`` grew the tree by 262 MiB, leveling
+      off after 20 or so; with two, by 18 MiB, and it started 167 MiB smaller. Throughput and a
+      lone request's latency did not move (docs/throughput.md).
+
+    A tunable the operator set in ``GLIBC_TUNABLES`` is kept, and their own wins, as does
+    their ``MALLOC_ARENA_MAX``."""
     tunables = [item for item in base.get("GLIBC_TUNABLES", "").split(":") if item]
-    if not settings.huge_pages or any(t.startswith("glibc.malloc.hugetlb=") for t in tunables):
+    theirs = {item.partition("=")[0] for item in tunables}
+    if "MALLOC_ARENA_MAX" in base:
+        theirs.add("glibc.malloc.arena_max")
+    wanted = []
+    if settings.huge_pages:
+        wanted.append(("glibc.malloc.hugetlb", 1))
+    if settings.malloc_arenas:
+        wanted.append(("glibc.malloc.arena_max", settings.malloc_arenas))
+    added = [f"{name}={value}" for name, value in wanted if name not in theirs]
+    if not added:
         return base
-    return {**base, "GLIBC_TUNABLES": ":".join([*tunables, "glibc.malloc.hugetlb=1"])}
+    return {**base, "GLIBC_TUNABLES": ":".join([*tunables, *added])}
 
 
 def supervise(settings: Settings, host: str, port: int, workers: int) -> int:

@@ -6,6 +6,7 @@ or counts what it needs, and bounds its traffic in requests and seconds.
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import shutil
@@ -54,10 +55,16 @@ def split(gap_repository: Path, tmp_path: Path):
 
 
 def tunables(pid: int) -> list[str]:
-    """The process's glibc tunables, from its environment."""
+    """The process's glibc tunables, from its environment. glibc 2.36 parses them in place,
+    where /proc/<pid>/environ shows them: each colon became a NUL, so the tunables after the
+    first read there as entries of their own."""
     environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-    found = [item[15:] for item in environ if item.startswith(b"GLIBC_TUNABLES=")]
-    return found[0].decode().split(":") if found else []
+    for at, item in enumerate(environ):
+        if item.startswith(b"GLIBC_TUNABLES="):
+            found = [item[15:]]
+            found += itertools.takewhile(lambda more: more.startswith(b"glibc."), environ[at + 1 :])
+            return [piece.decode() for text in found for piece in text.split(b":") if piece]
+    return []
 
 
 def children(server: ServerProcess, module: str) -> list[int]:
@@ -204,14 +211,14 @@ def test_each_models_lone_copy_is_sized_by_its_call_alone(server: ServerProcess,
         assert answer.status_code == 200, answer.text
 
 
-def test_the_executor_alone_asks_for_huge_pages(split: ServerProcess, digits) -> None:
-    """CONVBRIDGE_HUGE_PAGES (on by default) reaches the executor's environment, and only
-    its: the front ends' small heaps keep glibc's defaults."""
+def test_the_executor_alone_gets_malloc_tunables(split: ServerProcess, digits) -> None:
+    """CONVBRIDGE_HUGE_PAGES (on by default) and CONVBRIDGE_MALLOC_ARENAS (2) reach the
+    executor's environment, and only its: the front ends' small heaps keep glibc's defaults."""
 
     (executor,) = children(split, "service.executor")
-    assert "glibc.malloc.hugetlb=1" in tunables(executor)
+    assert {"glibc.malloc.hugetlb=1", "glibc.malloc.arena_max=2"} <= set(tunables(executor))
     for pid in children(split, "service.frontend"):
-        assert not any("hugetlb" in item for item in tunables(pid))
+        assert not any(item.startswith("glibc.malloc.") for item in tunables(pid))
     # It still answers as before (the same probabilities are checked in other tests).
     answer = httpx.post(
         f"{split.url}/models/gap/classify",
@@ -514,15 +521,14 @@ def test_the_supervisor_exits_non_zero_when_the_executor_cannot_start(
 
 def test_one_process_mode_still_serves(gap_repository: Path, tmp_path: Path, digits) -> None:
     """One process serves, as the executor would: it started itself again, under the pid its
-    parent knows, with the huge pages the split gives the executor; with
-    CONVBRIDGE_HUGE_PAGES=false it did not. (glibc 2.36 cuts the tunables it shows in
-    /proc/<pid>/environ at the first colon: an operator's own are kept by executor_env, which
-    tests/service/test_settings.py checks.)"""
+    parent knows, with the malloc tunables the split gives the executor; with
+    CONVBRIDGE_HUGE_PAGES=false, without huge pages. (An operator's own tunables are kept by
+    executor_env, which tests/service/test_settings.py checks.)"""
     server = start_server(gap_repository, tmp_path / "server.log", CONVBRIDGE_WORKERS="0")
     try:
         server.wait_ready()
         assert children(server, "service.executor") == []
-        assert tunables(server.pid) == ["glibc.malloc.hugetlb=1"]
+        assert tunables(server.pid) == ["glibc.malloc.hugetlb=1", "glibc.malloc.arena_max=2"]
         answer = httpx.post(
             server.url + "/models/gap/classify",
             content=digit_png(digits.test.images[0]),
@@ -541,7 +547,7 @@ def test_one_process_mode_still_serves(gap_repository: Path, tmp_path: Path, dig
     )
     try:
         plain.wait_ready()
-        assert tunables(plain.pid) == []
+        assert tunables(plain.pid) == ["glibc.malloc.arena_max=2"]
     finally:
         assert plain.stop() == 0
 

@@ -98,16 +98,25 @@ def test_padded_size() -> None:
         padded_size(33, sizes)
 
 
-def test_the_executor_env_adds_huge_pages_and_keeps_the_operators_tunables() -> None:
+def test_the_executor_env_adds_malloc_tunables_and_keeps_the_operators() -> None:
     settings = Settings()
-    assert settings.huge_pages
+    assert settings.huge_pages and settings.malloc_arenas == 2
     env = executor_env({"PATH": "/bin"}, settings)
-    assert env == {"PATH": "/bin", "GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}
-    theirs = {"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"}
+    assert env == {
+        "PATH": "/bin",
+        "GLIBC_TUNABLES": "glibc.malloc.hugetlb=1:glibc.malloc.arena_max=2",
+    }
+    theirs = {"GLIBC_TUNABLES": "glibc.rtld.nns=2"}
     assert executor_env(theirs, settings)["GLIBC_TUNABLES"] == (
-        "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1"
+        "glibc.rtld.nns=2:glibc.malloc.hugetlb=1:glibc.malloc.arena_max=2"
     )
-    # Their own hugetlb wins, and the setting turns it off.
-    own = {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"}
+    # Their own tunables win, MALLOC_ARENA_MAX included, and the settings turn them off.
+    own = {"GLIBC_TUNABLES": "glibc.malloc.arena_max=8:glibc.malloc.hugetlb=0"}
     assert executor_env(own, settings) == own
-    assert executor_env({"PATH": "/bin"}, Settings(huge_pages=False)) == {"PATH": "/bin"}
+    arenas = {"MALLOC_ARENA_MAX": "4"}
+    assert executor_env(arenas, settings) == {**arenas, "GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}
+    fewer = Settings(huge_pages=False, malloc_arenas=1)
+    assert executor_env({}, fewer) == {"GLIBC_TUNABLES": "glibc.malloc.arena_max=1"}
+    assert executor_env({"PATH": "/bin"}, Settings(huge_pages=False, malloc_arenas=0)) == {
+        "PATH": "/bin"
+    }
