@@ -100,7 +100,7 @@ def executor_env(base: dict[str, str], settings: Settings) -> dict[str, str]:
       batches unchanged).
     - ``malloc_arenas``: at most this many arenas (``glibc.malloc.arena_max``). With glibc's
       eight per core, TensorFlow's threads spread each load over spare arenas that keep their
-      free pages: on a 2-core host 40 reloads of ``flatten`` grew the tree by 262 MiB, leveling
+      free pages: on a 2-core host 40 reloads of ``flatten`` grew the tree by 272 MiB, leveling
       off after 20 or so; with two, by 18 MiB, and it started 167 MiB smaller. Throughput and a
       lone request's latency did not move (docs/throughput.md).
 
