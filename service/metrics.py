@@ -7,7 +7,8 @@ import fcntl
 import functools
 import glob
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 from prometheus_client import (
     GC_COLLECTOR,
@@ -23,6 +24,8 @@ from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.mmap_dict import MmapedDict, mmap_key
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
+
+from service.metric_writers import Writer, counter_writer, histogram_writer
 
 NAMESPACE = "convbridge"
 STAGES = ("decode", "queue", "compute", "encode")
@@ -105,10 +108,10 @@ class Metrics:
             registry=http_registry,
         )
         # labels() takes a lock and converts every value on each call: the request path keeps
-        # the children it made (bounded: these label sets are, and so is each cache).
-        self._http = functools.lru_cache(maxsize=1024)(self.http_duration.labels)
-        self._stage = functools.lru_cache(maxsize=1024)(self.inference_duration.labels)
-        self._outcome = functools.lru_cache(maxsize=1024)(self.requests.labels)
+        # a writer for each child it made (bounded: these label sets are, and so is each cache).
+        self._http = _writers(self.http_duration, histogram_writer)
+        self._stage = _writers(self.inference_duration, histogram_writer)
+        self._outcome = _writers(self.requests, counter_writer)
         self.queue_depth = Gauge(
             "queue_depth",
             "Images waiting for a model call.",
@@ -154,13 +157,18 @@ class Metrics:
         return [self.http_duration, self.grpc_duration, self.inference_duration, self.requests]
 
     def observe_stage(self, model: str, version: int, stage: str, seconds: float) -> None:
-        self._stage(model, str(version), stage).observe(seconds)
+        self._stage(model, str(version), stage)(seconds)
 
     def observe_http(self, method: str, route: str, status: int, seconds: float) -> None:
-        self._http(method, route, str(status)).observe(seconds)
+        self._http(method, route, str(status))(seconds)
 
     def count_request(self, model: str, endpoint: str, outcome: str, transport: str) -> None:
-        self._outcome(model, endpoint, outcome, transport).inc()
+        self._outcome(model, endpoint, outcome, transport)(1.0)
+
+
+def _writers(family: Histogram | Counter, writer: Callable[[Any], Writer]) -> Callable[..., Writer]:
+    """``labels(*values)``, cached, as the writer of the child it makes."""
+    return functools.lru_cache(maxsize=1024)(lambda *labels: writer(family.labels(*labels)))
 
 
 @functools.cache  # two possible pages, rendered once each rather than on every scrape
