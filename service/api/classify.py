@@ -47,7 +47,8 @@ async def classify(
         predictions: list[dict[str, Any]] = [
             {
                 "top_k": [
-                    {"label": classes[i], "index": int(i), "score": float(row[i])} for i in best
+                    {"label": classes[i], "index": i, "score": score}
+                    for i, score in zip(best.tolist(), row[best].tolist(), strict=True)
                 ],
                 "image": {"filename": upload.filename, **image.describe()},
             }

@@ -232,8 +232,12 @@ class InferenceCall:
     def respond(self, response: Response) -> Response:
         """The answer, with the stage timings in its headers and in the metrics."""
         timings = self.finish()
-        response.headers["Server-Timing"] = server_timing(timings)
-        response.headers["X-Model-Version"] = str(self._held().model.version)
+        # Appended as MutableHeaders would add them (no route sets either): its setter scans
+        # the list for each, 1.2 us of a classify request's 110 in a front end.
+        response.raw_headers += [
+            (b"server-timing", server_timing(timings).encode("latin-1")),
+            (b"x-model-version", str(self._held().model.version).encode("latin-1")),
+        ]
         return response
 
     def finish(self) -> dict[str, float]:
