@@ -84,9 +84,17 @@ class RemoteEngine:
         self._watching: asyncio.Task[None] | None = None
         self._lost: asyncio.Event | None = None
         self._connected = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The event loop the engine runs on (its connection's): kept, because Python 3.11's
+        asyncio.get_running_loop() makes a system call (getpid) each time."""
+        return self._loop or asyncio.get_running_loop()
 
     async def start(self) -> None:
         """Connect to the executor, and stay connected (reconnecting) in the background."""
+        self._loop = asyncio.get_running_loop()
         self._connector = asyncio.create_task(self._stay_connected(), name="executor")
         if self._watch is not None:
             self._watching = asyncio.create_task(self._watch.run(), name="executor-pulse")
@@ -110,6 +118,7 @@ class RemoteEngine:
             self._protocol.transport.close()
         if self.arena is not None:
             self.arena.close()
+        self._loop = None
 
     async def _stay_connected(self) -> None:
         loop = asyncio.get_running_loop()
@@ -176,7 +185,7 @@ class RemoteEngine:
             raise ModelNotReadyError(GONE)
         number = next(self._ids)
         self._protocol.send({**header, "id": number}, payload)
-        timer = asyncio.get_running_loop().call_later(timeout, self._expire, number, timeout)
+        timer = self.loop.call_later(timeout, self._expire, number, timeout)
         self._pending[number] = (on_reply, timer)
 
     def _expire(self, number: int, timeout: float) -> None:

@@ -115,7 +115,7 @@ class Gatherer:
         DeadlineExceededError once ``timeout`` has passed: the group's message carries the
         longest deadline of its requests, so a shorter one is not left to the executor.
         """
-        loop = asyncio.get_running_loop()
+        loop = self._engine.loop
         group = self._open.get(key)
         if group is None or group.images + len(images) > self._max_images:
             group = self._open[key] = _Group(key, output_bytes, loop)

@@ -118,9 +118,11 @@ class FrameProtocol(asyncio.Protocol):
         self._outgoing: list[bytes] = []
         self.transport: asyncio.Transport | None = None
         self._fd: int | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        self._loop = asyncio.get_running_loop()  # the transport's, for every send
         self._fd = socket_fd(transport)
 
     def data_received(self, data: bytes) -> None:
@@ -145,8 +147,8 @@ class FrameProtocol(asyncio.Protocol):
         if self.transport is None or self.transport.is_closing():
             return
         self._outgoing.append(frame(header, payload))
-        if len(self._outgoing) == 1:
-            asyncio.get_running_loop().call_soon(self.flush)
+        if len(self._outgoing) == 1 and self._loop is not None:
+            self._loop.call_soon(self.flush)
 
     def flush(self) -> None:
         """Write the queued frames now (at the latest, the end of this turn does)."""
