@@ -37,20 +37,22 @@ YOUNG_THRESHOLD = 50_000
 def settle_heap() -> None:
     """Freeze what start-up built, and collect the young generation far less often.
 
-    What is imported and built by now lives as long as the process: frozen, the collector's
-    full passes no longer walk it. Those passes were the front end's tail (gap, c=64, one front
-    end: p99 44 -> 22 ms, p50 unchanged).
+    What is imported and built by now lives as long as the process: frozen (as the executor
+    freezes its own, :func:`freeze_startup_heap`), the collector's full passes no longer walk
+    it. Those passes were the front end's tail (gap, c=64, one front end: p99 44 -> 22 ms, p50
+    unchanged).
 
     A request frees nearly everything it makes by reference counting, but the collector
     counts allocations, not garbage: with 64 requests under way the count passed 700 every
     few requests, and each pass walked every live request's objects. At the default, one front
     end under `gap` c=64 spent 0.015-0.017 ms of its 0.34-0.38 ms of CPU a request in the
-    collector (gc.callbacks), in 930 young, 84 middle and 7 full passes in 8 s; at
+    collector (gc.callbacks), in 927 young, 84 middle and 7 full passes in 8 s; at
     YOUNG_THRESHOLD none ran in as long. Cyclic garbage still goes: at most one threshold's
     worth of objects waits for it.
     """
-    gc.collect()
-    gc.freeze()
+    from service.inference.runtime import freeze_startup_heap
+
+    freeze_startup_heap()
     gc.set_threshold(YOUNG_THRESHOLD)
 
 

@@ -7,10 +7,10 @@ prometheus_client makes each write of a value take a lock, call ``os.getpid()`` 
 observations and one HTTP observation (each writes its sum and one bucket) and one count: 11
 values written, 9.6 us a request on the AMD EPYC host of 2026-12-06, 8% of a front end's CPU
 for a `gap` request. Written here, the same bytes at the same places of the same file take
-1.7 us. What the writers skip is what a
-front end does not need: it is started by ``subprocess`` (a fresh interpreter) and never
-forks once it counts, and these writers are the only ones that write these children's values
-(under a lock of their own, so a write from another thread cannot interleave with theirs).
+1.7 us. What the writers skip is what a front end does not need: it is started by
+``subprocess`` (a fresh interpreter) and never forks once it counts, and these writers are
+the only ones that write these children's values (under a lock of their own, so a write from
+another thread cannot interleave with theirs).
 
 Where the values are not mmapped (one process, tests' registries), or where this version of
 prometheus_client keeps them otherwise, the writer is the child's own ``observe`` or ``inc``.
