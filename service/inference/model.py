@@ -66,6 +66,8 @@ class LoadedModel:
         self._lone: LoneCopy | None = None  # see _add_lone_copy
         # Milliseconds of a call alone on one core, once timed (see _add_lone_copy).
         self.one_core_ms: float | None = None
+        # The lone copy runs every call, batches too: a light model's (see _add_lone_copy).
+        self.batches_on_copy = False
         self._runtime = runtime
         self.executor = ThreadPoolExecutor(
             runtime.batch_threads, thread_name_prefix=f"infer-{card.name}-{card.version}"
@@ -124,21 +126,32 @@ class LoadedModel:
         share: handing each one to the other core and waiting for it costs more than it saves
         (`gap`: 0.84 ms on two, 0.41 on one; a round trip between this VM's cores took 91-173
         us, docs/throughput.md). So the smallest batch is timed on the eager signature (one
-        core, see configure_tensorflow), and a call shorter than :data:`SPLIT_MIN_MS` gets a copy on
-        one thread: still a session, which skips the eager signature's argument handling.
+        core, see configure_tensorflow), and a call shorter than :data:`SPLIT_MIN_MS` gets a
+        copy on one thread: still a session, which skips the eager signature's argument
+        handling.
+
+        That light model's batches run on its copy too (:attr:`batches_on_copy`). The session
+        runs a whole call on its one pool thread, where an eager call hands its ops between
+        the eager context's inter-op threads; each hand-over waits for the other thread to be
+        woken and scheduled, which a loaded machine delays. `gap` at 64 connections, one front
+        end: the executor's compute threads were busy 77-79% of the time against 88-91% on
+        the copy, and the service answered 6-20% more (docs/throughput.md). A heavy model's
+        batches stay on the eager signatures: on its copy they would share (or, on one
+        thread, queue for) one pool, where each now keeps a core of its own.
         """
         threads = self._runtime.lone_threads
-        if threads > 1:
-            self.one_core_ms = self._time_alone()
-            if self.one_core_ms < SPLIT_MIN_MS:
-                threads = 1
-            log.info(
-                "%s v%s: a call alone takes %.2f ms on one core: its lone copy gets %d thread(s)",
-                self.name,
-                self.version,
-                self.one_core_ms,
-                threads,
-            )
+        self.one_core_ms = self._time_alone()
+        light = self.one_core_ms < SPLIT_MIN_MS
+        if light:
+            threads = 1
+        log.info(
+            "%s v%s: a call alone takes %.2f ms on one core: its lone copy gets %d thread(s)%s",
+            self.name,
+            self.version,
+            self.one_core_ms,
+            threads,
+            " and runs its batches too" if light else "",
+        )
         self._lone = _lone_copy(path, self.card, self._runtime, threads)
         if self._lone is None:
             return
@@ -152,6 +165,8 @@ class LoadedModel:
                 error,
             )
             self._drop_lone_copy()
+            return
+        self.batches_on_copy = light
 
     def _time_alone(self) -> float:
         """Median milliseconds of the smallest batch (what a call alone is padded to) of the
@@ -160,6 +175,7 @@ class LoadedModel:
         return median_ms(lambda: self._call_eager(CLASSIFY, inputs))
 
     def _drop_lone_copy(self) -> None:
+        self.batches_on_copy = False
         if self._lone is not None:
             self._lone.close()
             self._lone = None
@@ -176,9 +192,10 @@ class LoadedModel:
         if size > count:
             inputs = {name: _pad(values, size) for name, values in inputs.items()}
         # A call that finds no other under way uses every core, on the lone copy; the others
-        # keep to one core each (the eager signatures, see configure_tensorflow).
+        # keep to one core each (the eager signatures, see configure_tensorflow), but for a
+        # light model's, which its one-thread copy runs too (see _add_lone_copy).
         with self._runtime.calls.call() as alone:
-            if alone and self._lone is not None:
+            if self._lone is not None and (alone or self.batches_on_copy):
                 outputs = self._lone.run(signature, inputs)
             else:
                 outputs = self._call_eager(signature, inputs)

@@ -183,25 +183,28 @@ def test_one_metrics_page_counts_every_front_end(split: ServerProcess, digits) -
 
 def test_each_models_lone_copy_is_sized_by_its_call_alone(server: ServerProcess, digits) -> None:
     """The executor times every model's call alone on one core as it loads it, and gives its
-    lone copy every core only when that call is long enough to share; the log says which,
-    and every model answers."""
+    lone copy every core only when that call is long enough to share, else one thread that
+    runs the model's batches too; the log says which, and every model answers."""
     from service.inference.model import SPLIT_MIN_MS
 
     log = server.log()
     copies = re.search(r"a lone call on (\d+) threads", log)
     choices = re.findall(
-        r"(\w+) v1: a call alone takes ([\d.]+) ms on one core: its lone copy gets (\d+) thread",
+        r"(\w+) v1: a call alone takes ([\d.]+) ms on one core: its lone copy gets (\d+) "
+        r"thread\(s\)( and runs its batches too)?$",
         log,
+        re.MULTILINE,
     )
     if copies is None:  # one core: no copies, nothing to time
         assert choices == []
         return
     models = httpx.get(f"{server.url}/models", timeout=10).json()["models"]
     assert sorted(name for name, *_ in choices) == sorted(model["name"] for model in models)
-    for name, milliseconds, threads in choices:
+    for name, milliseconds, threads, batches in choices:
         if abs(float(milliseconds) - SPLIT_MIN_MS) > 0.005:  # the log rounds to 0.01 ms
             every_core = float(milliseconds) >= SPLIT_MIN_MS
             assert threads == (copies[1] if every_core else "1"), (name, milliseconds)
+            assert bool(batches) != every_core, (name, milliseconds)  # a light one's batches
         answer = httpx.post(
             f"{server.url}/models/{name}/classify",
             content=digit_png(digits.test.images[0]),

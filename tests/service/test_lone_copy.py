@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import re
 import threading
 from pathlib import Path
@@ -119,35 +120,69 @@ def test_a_copy_spreads_over_every_core_only_a_call_long_enough_to_share(
     demo_repository, digits, caplog, variant
 ) -> None:
     """A call alone is timed on one core when the model loads; one shorter than SPLIT_MIN_MS
-    gets a copy on one thread, and the copy answers as the eager signature either way."""
+    gets a copy on one thread, which runs the model's batches too, and the copy answers as
+    the eager signature either way."""
     path = demo_repository / variant / "1"
     with caplog.at_level(logging.INFO, "convbridge.models"):
         loaded = _load(path, lone_threads=2)
     try:
         one_core_ms = loaded.one_core_ms
         assert one_core_ms is not None and one_core_ms > 0
-        threads = 2 if one_core_ms >= model_module.SPLIT_MIN_MS else 1
-        assert loaded.lone_threads == threads
+        light = one_core_ms < model_module.SPLIT_MIN_MS
+        assert loaded.lone_threads == (1 if light else 2)
+        assert loaded.batches_on_copy == light
         line = re.search(
             rf"{variant} v1: a call alone takes ([\d.]+) ms on one core: its lone copy gets "
-            rf"{threads} thread\(s\)",
+            rf"{loaded.lone_threads} thread\(s\)( and runs its batches too)?$",
             caplog.text,
+            re.MULTILINE,
         )
         assert line is not None, caplog.text
         assert float(line[1]) == round(one_core_ms, 2)
+        assert bool(line[2]) == light
         _assert_answers_like_eager(loaded, path, digits.test.images[:2])  # alone: the copy
     finally:
         asyncio.run(loaded.close())  # its batchers never started: the pool and the copy go
 
 
-def test_a_copy_asked_for_on_one_thread_is_not_timed(gap_repository, caplog) -> None:
-    """lone_threads=1: the copy has one thread whatever its calls take, so none is timed."""
+@pytest.mark.parametrize("light", [True, False])
+def test_a_batch_runs_on_the_copy_only_for_a_light_model(
+    gap_repository, digits, monkeypatch, light
+) -> None:
+    """A call that starts beside another (a batch under load) runs on a light model's copy,
+    and on a heavy model's eager signature: whichever runs it, the answer is the model's.
+    SPLIT_MIN_MS set past or below any call makes `gap` either."""
+    monkeypatch.setattr(model_module, "SPLIT_MIN_MS", math.inf if light else 0.0)
+    path = gap_repository / "gap" / "1"
+    loaded = _load(path, lone_threads=2)
+    assert loaded.batches_on_copy == light
+    assert loaded.lone_threads == (1 if light else 2)
+    ran: list[str] = []
+    copy, eager = loaded._lone, loaded._call_eager
+    assert copy is not None
+    # Spies on the two paths: each still makes its real call.
+    monkeypatch.setattr(copy, "run", lambda *args: ran.append("copy") or LoneCopy.run(copy, *args))
+    monkeypatch.setattr(loaded, "_call_eager", lambda *args: ran.append("eager") or eager(*args))
+    try:
+        with loaded._runtime.calls.call() as alone:  # another call under way
+            assert alone
+            _assert_answers_like_eager(loaded, path, digits.test.images[:2])
+        _assert_answers_like_eager(loaded, path, digits.test.images[:1])  # alone
+        assert ran == ["copy" if light else "eager", "copy"]
+    finally:
+        asyncio.run(loaded.close())
+
+
+def test_a_copy_asked_for_on_one_thread_keeps_it(gap_repository, caplog) -> None:
+    """lone_threads=1: the copy has one thread whatever its calls take; the call alone is
+    still timed, as it decides whether the copy runs the batches too."""
     with caplog.at_level(logging.INFO, "convbridge.models"):
         loaded = _load(gap_repository / "gap" / "1", lone_threads=1)
     try:
         assert loaded.lone_threads == 1
-        assert loaded.one_core_ms is None
-        assert "a call alone takes" not in caplog.text
+        assert loaded.one_core_ms is not None
+        assert loaded.batches_on_copy == (loaded.one_core_ms < model_module.SPLIT_MIN_MS)
+        assert "gap v1: a call alone takes" in caplog.text
     finally:
         asyncio.run(loaded.close())
 
