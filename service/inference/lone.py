@@ -8,7 +8,8 @@ one-thread pool; this copy, a TF1 session with its own pool (TF_OVERRIDE_GLOBAL_
 set by :func:`~service.inference.runtime.configure_tensorflow`), runs the calls that find no
 other under way. It costs a second copy of the weights. Its calls, compiled once by the
 session, also skip the eager signature's argument handling and Session.run's (see LoneCopy). A
-light model's ops are too short to share between cores: its copy gets one thread
+light model's ops are too short to share between cores: its copy gets one thread, and runs
+the model's batches too, as the session keeps a whole call on that thread
 (LoadedModel._add_lone_copy).
 """
 
