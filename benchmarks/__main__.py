@@ -212,6 +212,7 @@ def measure_variant(args: argparse.Namespace, variant: str, workdir: Path) -> di
         try:
             server.wait_ready()
             print(f"{name} over HTTP ({server.url}{path}):", flush=True)
+            print_copy_choices(server)
             runs[name] = load_levels(server, path, body, levels, args.seconds, workdir)
             if name == last and variant in PROTOCOL_VARIANTS:
                 print(f"{name}, REST and gRPC from one asyncio client:", flush=True)
@@ -285,8 +286,17 @@ def measure_paired_rounds(
             workdir,
         )
     finally:
+        print_copy_choices(server)
         server.stop()
     return {"server": name, **paired}
+
+
+def print_copy_choices(server: ServerProcess) -> None:
+    """Where the executor put each model's calls, as its log says: a light model's batches
+    run on its lone copy, a heavy one's on the eager signatures (the throughput follows)."""
+    for line in server.log().splitlines():
+        if "a call alone takes" in line:
+            print(f"  {line.split(': ', 1)[-1]}", flush=True)
 
 
 def measure_lone_requests(

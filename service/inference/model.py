@@ -18,7 +18,7 @@ from convbridge.card import ModelCard
 from convbridge.signatures import CLASSIFY
 from service.inference.batching import Batcher
 from service.inference.errors import ModelLoadError, unknown_signature
-from service.inference.lone import LoneCopy, median_ms
+from service.inference.lone import LoneCopy, fastest_ms
 from service.inference.runtime import Runtime
 from service.inference.signatures import check_signatures, served_signatures, warm_up_inputs
 from service.metrics import Metrics
@@ -135,7 +135,7 @@ class LoadedModel:
         the eager context's inter-op threads; each hand-over waits for the other thread to be
         woken and scheduled, which a loaded machine delays. `gap` at 64 connections, one front
         end: the executor's compute threads were busy 77-79% of the time against 88-91% on
-        the copy, and the service answered 6-20% more (docs/throughput.md). A heavy model's
+        the copy, and the service answered 1.11 times as much (docs/throughput.md). A heavy model's
         batches stay on the eager signatures: on its copy they would share (or, on one
         thread, queue for) one pool, where each now keeps a core of its own.
         """
@@ -169,10 +169,10 @@ class LoadedModel:
         self.batches_on_copy = light
 
     def _time_alone(self) -> float:
-        """Median milliseconds of the smallest batch (what a call alone is padded to) of the
-        classify signature, on the eager signatures' one core."""
+        """Milliseconds of the smallest batch (what a call alone is padded to) of the classify
+        signature, on the eager signatures' one core: the fastest of several calls."""
         inputs = self._blank_inputs(CLASSIFY, self.batch_sizes[0])  # every model serves it
-        return median_ms(lambda: self._call_eager(CLASSIFY, inputs))
+        return fastest_ms(lambda: self._call_eager(CLASSIFY, inputs))
 
     def _drop_lone_copy(self) -> None:
         self.batches_on_copy = False
