@@ -66,8 +66,6 @@ class LoadedModel:
         self._lone: LoneCopy | None = None  # see _add_lone_copy
         # Milliseconds of a call alone on one core, once timed (see _add_lone_copy).
         self.one_core_ms: float | None = None
-        # The lone copy runs every call, batches too: a light model's (see _add_lone_copy).
-        self.batches_on_copy = False
         self._runtime = runtime
         self.executor = ThreadPoolExecutor(
             runtime.batch_threads, thread_name_prefix=f"infer-{card.name}-{card.version}"
@@ -118,6 +116,16 @@ class LoadedModel:
         """Intra-op threads of the lone copy; 0: no copy."""
         return self._lone.threads if self._lone is not None else 0
 
+    @property
+    def batches_on_copy(self) -> bool:
+        """Whether the lone copy runs every call, batches too: a light model's (see
+        _add_lone_copy)."""
+        return (
+            self._lone is not None
+            and self.one_core_ms is not None
+            and self.one_core_ms < SPLIT_MIN_MS
+        )
+
     def _add_lone_copy(self, path: Path) -> None:
         """Load and warm up the lone copy, on every core only for a call long enough to share.
 
@@ -135,9 +143,9 @@ class LoadedModel:
         the eager context's inter-op threads; each hand-over waits for the other thread to be
         woken and scheduled, which a loaded machine delays. `gap` at 64 connections, one front
         end: the executor's compute threads were busy 77-79% of the time against 88-91% on
-        the copy, and the service answered 1.11 times as much (docs/throughput.md). A heavy model's
-        batches stay on the eager signatures: on its copy they would share (or, on one
-        thread, queue for) one pool, where each now keeps a core of its own.
+        the copy, and the service answered 1.11 times as much (docs/throughput.md). A heavy
+        model's batches stay on the eager signatures: on its copy they would share (or, on
+        one thread, queue for) one pool, where each now keeps a core of its own.
         """
         threads = self._runtime.lone_threads
         self.one_core_ms = self._time_alone()
@@ -165,8 +173,6 @@ class LoadedModel:
                 error,
             )
             self._drop_lone_copy()
-            return
-        self.batches_on_copy = light
 
     def _time_alone(self) -> float:
         """Milliseconds of the smallest batch (what a call alone is padded to) of the classify
@@ -175,7 +181,6 @@ class LoadedModel:
         return fastest_ms(lambda: self._call_eager(CLASSIFY, inputs))
 
     def _drop_lone_copy(self) -> None:
-        self.batches_on_copy = False
         if self._lone is not None:
             self._lone.close()
             self._lone = None

@@ -80,10 +80,10 @@ def configure_tensorflow(settings: Settings) -> Runtime:
     On a CPU with more than one core, each model gets a lone copy by default
     (``lone_threads``): batches then run on one core each, up to one per core at once, and a
     call that starts alone runs on the copy, whose ops use every core (a light model's copy
-    has one thread and runs its batches too, see LoadedModel._add_lone_copy). An op split across
-    cores waits for its slower part, and the front ends and the executor's loop take CPU from
-    any of them at random; with one core per batch nothing waits, and the copy keeps a lone
-    request as fast as TensorFlow's default pools (docs/throughput.md).
+    has one thread and runs its batches too, see LoadedModel._add_lone_copy). An op split
+    across cores waits for its slower part, and the front ends and the executor's loop take
+    CPU from any of them at random; with one core per batch nothing waits, and the copy keeps
+    a lone request as fast as TensorFlow's default pools (docs/throughput.md).
     """
     import tensorflow as tf
 
