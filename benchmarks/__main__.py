@@ -377,6 +377,32 @@ def measure_scaling(
     }
 
 
+def describe_machine() -> str:
+    """The CPU, its cores, Python, and TensorFlow with the kernels it runs (the servers and the
+    ceiling alike inherit this process's environment): oneDNN's or Eigen's moves every figure
+    of the table, and TensorFlow picks them by CPU unless TF_ENABLE_ONEDNN_OPTS says."""
+    import tensorflow as tf
+
+    from service.inference.runtime import cpu_kernels
+
+    return (
+        f"{cpu_name()} ({platform.machine()}), {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}, TensorFlow {tf.__version__} ({cpu_kernels()})"
+    )
+
+
+def cpu_name() -> str:
+    """The CPU's model name from /proc/cpuinfo (Linux), else the platform's processor."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
 def measure_ceiling_rows(
     model_path: Path, variant: str, batches: list[int], when: str
 ) -> list[dict[str, Any]]:
@@ -412,7 +438,7 @@ def main(argv: list[str] | None = None) -> int:
     results = {
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "command": "python -m benchmarks " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
+        "machine": describe_machine(),
         "comparisons": comparisons,
         "seconds": args.seconds,
     }

@@ -214,6 +214,44 @@ def test_each_models_lone_copy_is_sized_by_its_call_alone(server: ServerProcess,
         assert answer.status_code == 200, answer.text
 
 
+def test_the_log_names_the_cpu_kernels_and_the_variable_picks_them(
+    server: ServerProcess, gap_repository: Path, tmp_path: Path, digits
+) -> None:
+    """The executor's log says whose kernels TensorFlow runs on the CPU and who chose them: by
+    default what TensorFlow picks in this process too (the same CPU and environment); with
+    TF_ENABLE_ONEDNN_OPTS set the other way, the other kernels, and `gap` answers the same
+    scores with either."""
+    from service.inference.runtime import cpu_kernels
+
+    here = cpu_kernels()
+    assert re.search(
+        r"inference device: /CPU:0 \(CPU \(.*; " + re.escape(here) + r"\)\)", server.log()
+    )
+    other = "0" if here.startswith("oneDNN kernels on") else "1"
+    flipped = start_server(gap_repository, tmp_path / "server.log", TF_ENABLE_ONEDNN_OPTS=other)
+    try:
+        flipped.wait_ready()
+        state = "on" if other == "1" else "off"
+        assert f"; oneDNN kernels {state}, TF_ENABLE_ONEDNN_OPTS={other})" in flipped.log()
+
+        def scores(url: str) -> dict[int, float]:
+            answer = httpx.post(
+                f"{url}/models/gap/classify?top_k=10",
+                content=digit_png(digits.test.images[1]),
+                headers={"Content-Type": "image/png"},
+                timeout=30,
+            )
+            assert answer.status_code == 200, answer.text
+            return {s["index"]: s["score"] for s in answer.json()["predictions"][0]["top_k"]}
+
+        default, switched = scores(server.url), scores(flipped.url)
+        assert sorted(default) == sorted(switched) == list(range(10))
+        for index, score in default.items():  # other kernels sum in another order
+            assert switched[index] == pytest.approx(score, rel=1e-4, abs=1e-6), index
+    finally:
+        assert flipped.stop() == 0
+
+
 def test_the_executor_alone_gets_malloc_tunables(split: ServerProcess, digits) -> None:
     """CONVBRIDGE_HUGE_PAGES (on by default) and CONVBRIDGE_MALLOC_ARENAS (2) reach the
     executor's environment, and only its: the front ends' small heaps keep glibc's defaults."""
