@@ -142,7 +142,7 @@ def cpu_kernels() -> str:
     the others, and ``TF_ENABLE_ONEDNN_OPTS`` (read once, as TensorFlow loads) overrides the
     default. The choice moves a model's speed more than most settings here, and not all one
     way: on an AVX2 CPU, oneDNN on made `gap` 1.24 times faster at 64 connections and a lone
-    `gap` request 0.45 ms slower (README, *Tuning*).
+    `gap` request 0.45 ms slower (README, *TensorFlow's CPU kernels*).
     """
     try:  # TensorFlow's own answer: the variable and the CPU together
         from tensorflow.python.util import _pywrap_util_port
