@@ -127,6 +127,19 @@ def classify(client: httpx.Client, png: bytes) -> httpx.Response:
     return client.post("/models/gap/classify", content=png, headers={"Content-Type": "image/png"})
 
 
+def post_digit(
+    url: str, image: np.ndarray, model: str = "gap", timeout: float = 5.0, **params: str
+) -> httpx.Response:
+    """One digit as a raw PNG to ``model``'s classify route, on a connection of its own."""
+    return httpx.post(
+        f"{url}/models/{model}/classify",
+        params=params,
+        content=digit_png(image),
+        headers={"Content-Type": "image/png"},
+        timeout=timeout,
+    )
+
+
 def wait_for(predicate, seconds: float) -> bool:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -205,12 +218,7 @@ def test_each_models_lone_copy_is_sized_by_its_call_alone(server: ServerProcess,
             every_core = float(milliseconds) >= SPLIT_MIN_MS
             assert threads == (copies[1] if every_core else "1"), (name, milliseconds)
             assert bool(batches) != every_core, (name, milliseconds)  # a light one's batches
-        answer = httpx.post(
-            f"{server.url}/models/{name}/classify",
-            content=digit_png(digits.test.images[0]),
-            headers={"Content-Type": "image/png"},
-            timeout=30,
-        )
+        answer = post_digit(server.url, digits.test.images[0], model=name, timeout=30)
         assert answer.status_code == 200, answer.text
 
 
@@ -235,12 +243,7 @@ def test_the_log_names_the_cpu_kernels_and_the_variable_picks_them(
         assert f"; oneDNN kernels {state}, TF_ENABLE_ONEDNN_OPTS={other})" in flipped.log()
 
         def scores(url: str) -> dict[int, float]:
-            answer = httpx.post(
-                f"{url}/models/gap/classify?top_k=10",
-                content=digit_png(digits.test.images[1]),
-                headers={"Content-Type": "image/png"},
-                timeout=30,
-            )
+            answer = post_digit(url, digits.test.images[1], timeout=30, top_k="10")
             assert answer.status_code == 200, answer.text
             return {s["index"]: s["score"] for s in answer.json()["predictions"][0]["top_k"]}
 
@@ -261,12 +264,7 @@ def test_the_executor_alone_gets_malloc_tunables(split: ServerProcess, digits) -
     for pid in children(split, "service.frontend"):
         assert not any(item.startswith("glibc.malloc.") for item in tunables(pid))
     # It still answers as before (the same probabilities are checked in other tests).
-    answer = httpx.post(
-        f"{split.url}/models/gap/classify",
-        content=digit_png(digits.test.images[0]),
-        headers={"Content-Type": "image/png"},
-        timeout=TIMEOUT_S + 5,
-    )
+    answer = post_digit(split.url, digits.test.images[0], timeout=TIMEOUT_S + 5)
     assert answer.status_code == 200, answer.text
     assert len(answer.json()["predictions"][0]["top_k"]) == 5
 
@@ -280,11 +278,7 @@ def test_a_killed_executor_is_replaced_and_no_request_hangs(split: ServerProcess
     os.kill(executor, signal.SIGKILL)
     # Readiness drops at once, while the supervisor starts a new executor...
     assert wait_for(lambda: ready(split) == 503, 2)
-    answer = httpx.post(
-        split.url + "/models/gap/classify",
-        content=digit_png(digits.test.images[1]),
-        headers={"Content-Type": "image/png"},
-    )
+    answer = post_digit(split.url, digits.test.images[1])
     assert answer.status_code == 503 and answer.headers["retry-after"]
     assert "executor" in answer.json()["error"]
     # /metrics still answers meanwhile, with the front ends' counts of the refusals.
@@ -570,11 +564,7 @@ def test_one_process_mode_still_serves(gap_repository: Path, tmp_path: Path, dig
         server.wait_ready()
         assert children(server, "service.executor") == []
         assert tunables(server.pid) == ["glibc.malloc.hugetlb=1", "glibc.malloc.arena_max=2"]
-        answer = httpx.post(
-            server.url + "/models/gap/classify",
-            content=digit_png(digits.test.images[0]),
-            headers={"Content-Type": "image/png"},
-        )
+        answer = post_digit(server.url, digits.test.images[0])
         assert answer.status_code == 200
         label = answer.json()["predictions"][0]["top_k"][0]["label"]
         assert int(label) == digits.test.labels[0]
