@@ -27,6 +27,7 @@ from tensorflow_serving.apis import (
 from convbridge.layout import card_path
 from tests.conftest import start_server
 from tests.metrics import samples, value
+from tests.numerics import assert_same_float32
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -82,9 +83,7 @@ def test_tfserving_feature_maps_pinned_version_and_filter(stub, demo_repository,
         images=tf.constant(images)
     )
     for layer in ("conv1", "bridge"):
-        np.testing.assert_allclose(
-            tf.make_ndarray(answer.outputs[layer]), expected[layer].numpy(), atol=1e-5
-        )
+        assert_same_float32(tf.make_ndarray(answer.outputs[layer]), expected[layer].numpy())
     assert answer.model_spec.version.value == 1
     # The explain signature too, with its optional class_index input.
     request = _predict("gap", images, "explain")
@@ -199,7 +198,7 @@ def test_tritonclient_grpc(server, client, demo_repository, digits) -> None:
     outputs = [triton.InferRequestedOutput("probabilities"), triton.InferRequestedOutput("conv3")]
     result = triton_client.infer("gap", [tensor], outputs=outputs, request_id="g1")
     np.testing.assert_allclose(result.as_numpy("probabilities"), expected, atol=1e-6)
-    np.testing.assert_allclose(result.as_numpy("conv3"), maps["conv3"].numpy(), atol=1e-5)
+    assert_same_float32(result.as_numpy("conv3"), maps["conv3"].numpy())
     assert result.get_response().id == "g1"
 
     top = triton_client.infer(

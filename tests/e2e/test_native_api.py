@@ -11,6 +11,7 @@ import tensorflow as tf
 from PIL import Image
 
 from tests.images import digit_png, png_files
+from tests.numerics import assert_same_float32
 from training.variants import VARIANTS
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -74,26 +75,18 @@ def direct_maps(saved_models, digits):
     return image, {name: value.numpy()[0] for name, value in outputs.items()}
 
 
-def same_maps(actual: np.ndarray, expected: np.ndarray) -> None:
-    """The signature's values as float32, up to the last bits: the server runs the model on
-    other threads and batch sizes than this process, and oneDNN's kernels for one CPU may sum
-    in another order for those (seen on an AMD EPYC host)."""
-    assert actual.dtype == expected.dtype and actual.shape == expected.shape
-    np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-6)
-
-
 def test_npy_is_the_feature_maps_signature(client, direct_maps) -> None:
     image, expected = direct_maps
     response = post_maps(client, image, layers="context", format="npy")
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == "application/x-npy"
-    same_maps(np.load(io.BytesIO(response.content)), expected["context"])
+    assert_same_float32(np.load(io.BytesIO(response.content)), expected["context"])
     several = post_maps(client, image, format="npy")
     assert several.headers["content-type"] == "application/zip"
     archive = np.load(io.BytesIO(several.content))
     assert sorted(archive.files) == sorted(expected)
     for name, values in expected.items():
-        same_maps(archive[name], values)
+        assert_same_float32(archive[name], values)
 
 
 def test_json_values_and_statistics(client, direct_maps) -> None:
