@@ -437,7 +437,9 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     results = {
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "command": "python -m benchmarks " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": " ".join(
+            ["python -m benchmarks", *(argv if argv is not None else sys.argv[1:])]
+        ),
         "machine": describe_machine(),
         "comparisons": comparisons,
         "seconds": args.seconds,
