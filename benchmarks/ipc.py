@@ -17,8 +17,8 @@ or one 32x32x64 float32 feature map (256 KiB). The options:
   frames over the same socket (what a ``multiprocessing.Queue`` writes into its pipe).
 
 Each side is a plain blocking loop, so what differs between rows is the transport and its
-encoding, not an event loop. The sender keeps ``c`` requests in flight; at c=1 every round
-trip is timed. The replies' arrays are built (a view of the arena, or an array over the
+encoding, not an event loop. The sender keeps ``c`` requests in flight and times every round
+trip. The replies' arrays are built (a view of the arena, or an array over the
 received bytes) but not read: what the front end then does with them is the same for every
 option. CPU a message is both processes together, the ZeroMQ I/O threads included. The options
 alternate within each round, three rounds, and every figure is the median round's.
@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from benchmarks.load import process_cpu_seconds
 from benchmarks.servers import ROOT
 from service.executor.arena import Arena, AttachedArena
 from service.executor.protocol import FrameProtocol, frame, pack_arrays, unpack_arrays
@@ -253,11 +254,6 @@ class ZeroMQClient:
 Client = StreamClient | ZeroMQClient
 
 
-def _server_cpu(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _own_cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
@@ -269,7 +265,7 @@ def measure(
     """``count`` requests with ``concurrency`` in flight: rate, round trips, CPU a message."""
     sent_at: dict[int, int] = {}
     trips: list[int] = []
-    cpu_before, server_before = _own_cpu(), _server_cpu(server_pid)
+    cpu_before, server_before = _own_cpu(), process_cpu_seconds(server_pid)
     started = time.perf_counter()
     sent = 0
     for _ in range(min(concurrency, count)):
@@ -288,7 +284,7 @@ def measure(
                 sent += 1
         client.flush()
     wall = time.perf_counter() - started
-    cpu = _own_cpu() - cpu_before + _server_cpu(server_pid) - server_before
+    cpu = _own_cpu() - cpu_before + process_cpu_seconds(server_pid) - server_before
     trips.sort()
     return {
         "rate": count / wall,
@@ -356,21 +352,22 @@ def run(rounds: int, scale: float) -> list[dict[str, Any]]:
 
 
 def _medians(rows: dict[tuple[str, int, str], list[dict[str, float]]]) -> list[dict[str, Any]]:
-    table = []
-    for (kind, concurrency, option), figures in rows.items():
-        middle = sorted(figures, key=lambda f: f["rate"])[len(figures) // 2]
-        kept = sorted(rows[(kind, concurrency, KEPT)], key=lambda f: f["rate"])
-        table.append(
-            {
-                "payload": kind,
-                "c": concurrency,
-                "option": option,
-                **middle,
-                "vs_kept": middle["rate"] / kept[len(kept) // 2]["rate"],
-                "rounds": [round(f["rate"]) for f in figures],
-            }
-        )
-    return table
+    """Each row's median round (by rate), and its rate against the kept wire's median round."""
+    middle = {
+        key: sorted(runs, key=lambda f: f["rate"])[len(runs) // 2] for key, runs in rows.items()
+    }
+    return [
+        {
+            "payload": kind,
+            "c": concurrency,
+            "option": option,
+            **middle[kind, concurrency, option],
+            "vs_kept": middle[kind, concurrency, option]["rate"]
+            / middle[kind, concurrency, KEPT]["rate"],
+            "rounds": [round(f["rate"]) for f in rows[kind, concurrency, option]],
+        }
+        for kind, concurrency, option in rows
+    ]
 
 
 def _shm_folder() -> str | None:
